@@ -1,0 +1,63 @@
+import { describe, expect, it } from "vitest";
+import {
+  apiKeyMatches,
+  deploymentConfig,
+  environmentHash,
+  fieldErrors,
+  generateApiKey,
+  parseApiKey,
+} from "../src/index.js";
+
+describe("environment hashing", () => {
+  it("ignores order and whitespace of requirements", () => {
+    const a = environmentHash("python", { kind: "pip", requirements: ["numpy==1.20.2", " pandas "] });
+    const b = environmentHash("python", { kind: "pip", requirements: ["pandas", "numpy==1.20.2"] });
+    expect(a).toBe(b);
+  });
+  it("distinguishes versions and runtimes", () => {
+    const a = environmentHash("python", { kind: "pip", requirements: ["numpy==1.20.2"] });
+    expect(environmentHash("python", { kind: "pip", requirements: ["numpy==1.21.0"] })).not.toBe(a);
+    expect(environmentHash("node", { kind: "none" })).not.toBe(environmentHash("python", { kind: "none" }));
+  });
+  it("normalises the nested pip list of a conda spec", () => {
+    const a = environmentHash("python", {
+      kind: "conda",
+      channels: ["conda-forge"],
+      dependencies: ["python=3.11", { pip: ["b", "a"] }],
+    });
+    const b = environmentHash("python", {
+      kind: "conda",
+      channels: ["conda-forge"],
+      dependencies: [{ pip: ["a", "b"] }, "python=3.11"],
+    });
+    expect(a).toBe(b);
+  });
+});
+
+describe("deployment config", () => {
+  it("fills defaults", () => {
+    const c = deploymentConfig.parse({ runtime: "python", entry: "handler:Dataframe" });
+    expect(c.maxOngoingRequests).toBe(8);
+    expect(c.environment).toEqual({ kind: "none" });
+    expect(c.resources).toEqual({ cpus: 1, gpus: 0, memoryMb: 512 });
+  });
+  it("reports field paths", () => {
+    const r = deploymentConfig.safeParse({
+      runtime: "python",
+      entry: "handler:Dataframe",
+      autoscaling: { minReplicas: 3, maxReplicas: 1 },
+    });
+    expect(r.success).toBe(false);
+    expect(fieldErrors(r.error!)).toHaveProperty("autoscaling.maxReplicas");
+  });
+});
+
+describe("api keys", () => {
+  it("round-trips and rejects tampering", () => {
+    const { key, prefix, hash } = generateApiKey();
+    expect(parseApiKey(key)?.prefix).toBe(prefix);
+    expect(apiKeyMatches(key, hash)).toBe(true);
+    expect(apiKeyMatches(`${key.slice(0, -1)}x`, hash)).toBe(false);
+    expect(parseApiKey("tsk_short")).toBeNull();
+  });
+});
