@@ -4,3 +4,4 @@ export * from "./config.js";
 export * from "./api-keys.js";
 export * from "./runtime-contract.js";
 export * from "./redis-keys.js";
+export * from "./jobs.js";

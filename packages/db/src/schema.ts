@@ -201,9 +201,17 @@ export const deployments = pgTable(
       .notNull()
       .references(() => clusters.id),
     name: text("name").notNull(),
-    /** Revision that serves traffic. Moves only by compare-and-set on `version`. */
+    /** Revision that serves traffic now. */
     liveRevisionId: uuid("live_revision_id"),
-    /** Monotonic version of the live revision (0 = nothing deployed yet); the CAS token for prevVersion. */
+    /**
+     * Revision the controller is rolling towards (equals live when settled). A failed rollout
+     * resets it, and `version`, back to the live revision.
+     */
+    desiredRevisionId: uuid("desired_revision_id"),
+    /**
+     * Version of the desired revision (0 = nothing deployed yet): the compare-and-set token a
+     * deploy names as `prevVersion`, so concurrent deploys are detected at submit time.
+     */
     version: integer("version").notNull().default(0),
     /** Scaling config, changeable without a new revision: `{numReplicas}` or `{autoscaling}`. */
     scaling: jsonb("scaling").$type<Record<string, unknown>>().notNull().default({}),
@@ -341,7 +349,7 @@ export const jobs = pgTable(
     kind: text("kind").notNull(),
     /** Idempotency key: a job with the same key is the same job. */
     dedupeKey: text("dedupe_key").notNull().unique(),
-    subjectId: uuid("subject_id"),
+    subjectId: text("subject_id"),
     payload: jsonb("payload").$type<Record<string, unknown>>().notNull().default({}),
     state: text("state").$type<JobState>().notNull().default("queued"),
     attempts: integer("attempts").notNull().default(0),
