@@ -208,26 +208,33 @@ class Replica {
     requestId: string,
   ): Promise<void> {
     const sse = route.stream === "sse";
+    const iterator: AsyncIterator<unknown> | Iterator<unknown> =
+      Symbol.asyncIterator in (body as object)
+        ? (body as AsyncIterable<unknown>)[Symbol.asyncIterator]()
+        : (body as Iterator<unknown>);
+    // Pull the first item before committing to a status: a generator that fails before its first
+    // yield (typically validating its input) still gets a proper error response.
+    let step: IteratorResult<unknown>;
+    try {
+      step = await iterator.next();
+    } catch (err) {
+      return this.sendHandlerError(req, res, err, requestId);
+    }
     for (const [k, v] of Object.entries(headers)) if (!isHopHeader(k)) res.setHeader(k, v);
     if (!res.hasHeader("content-type")) res.setHeader("content-type", sse ? "text/event-stream" : "application/octet-stream");
     if (sse && !res.hasHeader("cache-control")) res.setHeader("cache-control", "no-cache");
     res.statusCode = status;
     res.flushHeaders();
-    const iterator: AsyncIterator<unknown> | Iterator<unknown> =
-      Symbol.asyncIterator in (body as object)
-        ? (body as AsyncIterable<unknown>)[Symbol.asyncIterator]()
-        : (body as Iterator<unknown>);
     let clientGone = false;
     res.on("close", () => {
       if (!res.writableFinished) clientGone = true;
     });
     try {
-      while (!clientGone) {
-        const step = await iterator.next();
-        if (step.done) break;
+      while (!clientGone && !step.done) {
         const chunk = sse ? encodeSse(step.value) : encodeChunk(step.value);
-        if (chunk.length === 0) continue;
-        if (!res.write(chunk)) await waitDrain(res);
+        if (chunk.length > 0 && !res.write(chunk)) await waitDrain(res);
+        if (clientGone) break;
+        step = await iterator.next();
       }
     } catch (err) {
       this.logHandlerError(err, requestId, req);

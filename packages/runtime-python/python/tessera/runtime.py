@@ -47,6 +47,7 @@ REASONS = {
 KEEP_ALIVE_S = 65
 MAX_HEADER_BYTES = 64 * 1024
 REQUEST_ID_HEADER = "x-request-id"
+_END = object()
 BINARY_TYPES = ("application/octet-stream", "multipart/", "image/", "audio/", "video/")
 
 
@@ -373,7 +374,18 @@ class Replica:
         if isinstance(result, Response):
             status, headers, body = result.status, dict(result.headers), result.body
         if is_stream(body):
-            return await self.send_stream(writer, req, route, status, headers, body, request_id, keep), keep
+            # Pull the first item before committing to a status: a generator that fails before its
+            # first yield (typically validating its input) still gets a proper error response.
+            items = aiter_any(body, self.pool)
+            try:
+                first: Any = await items.__anext__()
+            except StopAsyncIteration:
+                first = _END
+            except HTTPError as e:
+                return await self.send_error(writer, req, e.code, e.message, request_id, not keep, e.status), keep
+            except Exception as e:
+                return await self.send_handler_error(writer, req, e, request_id, keep), keep
+            return await self.send_stream(writer, req, route, status, headers, body, items, first, request_id, keep), keep
         lower = {k.lower() for k in headers}
         if isinstance(body, (bytes, bytearray, memoryview)):
             payload = bytes(body)
@@ -383,7 +395,7 @@ class Replica:
             payload = body.encode("utf-8")
         else:
             try:
-                payload = json.dumps(body, default=_json_default).encode("utf-8")
+                payload = _dumps(body).encode("utf-8")
             except (TypeError, ValueError) as e:
                 return await self.send_handler_error(writer, req, e, request_id, keep), keep
             if "content-type" not in lower:
@@ -392,7 +404,8 @@ class Replica:
         return status, keep
 
     async def send_stream(self, writer: asyncio.StreamWriter, req: ParsedRequest, route: Route, status: int,
-                          headers: Dict[str, str], body: Any, request_id: str, keep: bool) -> int:
+                          headers: Dict[str, str], body: Any, items: AsyncIterator[Any], first: Any,
+                          request_id: str, keep: bool) -> int:
         sse = route.stream == "sse"
         lower = {k.lower() for k in headers}
         if "content-type" not in lower:
@@ -401,13 +414,17 @@ class Replica:
             headers.setdefault("cache-control", "no-cache")
         headers["transfer-encoding"] = "chunked"
         writer.write(self.head_bytes(req, status, headers, request_id, not keep) + b"\r\n")
-        items = aiter_any(body, self.pool)
         try:
-            async for item in items:
+            item = first
+            while item is not _END:
                 data = encode_sse(item) if sse else encode_chunk(item)
                 if data:
                     writer.write(b"%x\r\n%s\r\n" % (len(data), data))
                     await writer.drain()
+                try:
+                    item = await items.__anext__()
+                except StopAsyncIteration:
+                    item = _END
         except (ConnectionError, asyncio.CancelledError):
             await close_iter(body)
             raise
@@ -417,7 +434,7 @@ class Replica:
                 # A truncated chunked body (no terminating chunk) tells the client the stream failed.
                 raise ConnectionResetError("handler stream failed")
             err = {"error": self.error_payload("HANDLER_ERROR", "%s: %s" % (type(e).__name__, e), e)}
-            data = b"event: error\ndata: " + json.dumps(err).encode() + b"\n\n"
+            data = b"event: error\ndata: " + _dumps(err).encode() + b"\n\n"
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
@@ -438,19 +455,19 @@ class Replica:
                                  request_id: str, keep: bool) -> int:
         self.log_handler_error(e, request_id, req)
         body = {"error": self.error_payload("HANDLER_ERROR", "%s: %s" % (type(e).__name__, e), e)}
-        await self.send(writer, req, 500, {"content-type": "application/json"}, json.dumps(body).encode(), request_id, not keep)
+        await self.send(writer, req, 500, {"content-type": "application/json"}, _dumps(body).encode(), request_id, not keep)
         return 500
 
     async def send_error(self, writer: asyncio.StreamWriter, req: Optional[ParsedRequest], code: str, message: str,
                          request_id: str, close: bool, status: Optional[int] = None) -> int:
         status = status or ERROR_STATUS.get(code, 500)
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        body = _dumps({"error": {"code": code, "message": message}}).encode()
         await self.send(writer, req, status, {"content-type": "application/json"}, body, request_id, close)
         return status
 
     async def send_json(self, writer: asyncio.StreamWriter, req: ParsedRequest, status: int, obj: Any, request_id: str) -> None:
         await self.send(writer, req, status, {"content-type": "application/json", "cache-control": "no-store"},
-                        json.dumps(obj).encode(), request_id, not req.keep_alive)
+                        _dumps(obj).encode(), request_id, not req.keep_alive)
 
     def head_bytes(self, req: Optional[ParsedRequest], status: int, headers: Dict[str, str], request_id: str, close: bool) -> bytes:
         lines = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status"))]
@@ -563,6 +580,10 @@ def parse_body(req: ParsedRequest) -> Any:
         raise ClientError("BAD_REQUEST", "request body is not valid JSON: %s" % e)
 
 
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_json_default, separators=(",", ":"))
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (set, frozenset, tuple)):
         return list(o)
@@ -608,7 +629,7 @@ def encode_chunk(item: Any) -> bytes:
         return bytes(item)
     if isinstance(item, str):
         return item.encode("utf-8")
-    return json.dumps(item, default=_json_default).encode("utf-8") + b"\n"
+    return _dumps(item).encode("utf-8") + b"\n"
 
 
 def encode_sse(item: Any) -> bytes:
@@ -620,7 +641,7 @@ def encode_sse(item: Any) -> bytes:
         event, event_id, data = item.get("event"), item.get("id"), item["data"]
     if isinstance(data, (bytes, bytearray)):
         data = bytes(data).decode("utf-8", errors="replace")
-    text = data if isinstance(data, str) else json.dumps(data, default=_json_default)
+    text = data if isinstance(data, str) else _dumps(data)
     out = ""
     if event_id is not None:
         out += "id: %s\n" % event_id
