@@ -8,7 +8,8 @@ type Row = Record<string, unknown>;
 
 function rowsOf(body: unknown): Row[] {
   const rows = (body as { rows?: unknown } | undefined)?.rows;
-  if (!Array.isArray(rows)) throw new HttpError(400, "body must be an object with a 'rows' list", "VALIDATION_FAILED");
+  if (!Array.isArray(rows))
+    throw new HttpError(400, "body must be an object with a 'rows' list", "VALIDATION_FAILED");
   if (!rows.every((r) => r !== null && typeof r === "object" && !Array.isArray(r)))
     throw new HttpError(400, "every row must be an object", "VALIDATION_FAILED");
   return rows as Row[];
@@ -23,7 +24,8 @@ function stableKey(value: unknown): string {
 
 /** Total order over JSON values: numbers, then strings, then everything else, missing/null last. */
 function compareValues(a: unknown, b: unknown): number {
-  const rank = (v: unknown) => (v === null || v === undefined ? 3 : typeof v === "number" ? 0 : typeof v === "string" ? 1 : 2);
+  const rank = (v: unknown) =>
+    v === null || v === undefined ? 3 : typeof v === "number" ? 0 : typeof v === "string" ? 1 : 2;
   const ra = rank(a);
   const rb = rank(b);
   if (ra !== rb) return ra - rb;
@@ -49,7 +51,9 @@ export class Dataframe {
       throw new HttpError(400, "'columns' must be a list of column names", "VALIDATION_FAILED");
     const seen = new Set<string>();
     const kept = rows.filter((row) => {
-      const subset = columns ? Object.fromEntries((columns as string[]).map((c) => [c, row[c] ?? null])) : row;
+      const subset = columns
+        ? Object.fromEntries((columns as string[]).map((c) => [c, row[c] ?? null]))
+        : row;
       const key = stableKey(subset);
       if (seen.has(key)) return false;
       seen.add(key);
@@ -93,7 +97,8 @@ export class Dataframe {
   async *streamRows({ body, query }: TesseraRequest) {
     const rows = rowsOf(body);
     const delayMs = Number(query.delay_ms ?? 0);
-    if (!Number.isFinite(delayMs) || delayMs < 0) throw new HttpError(400, "delay_ms must be a non-negative number", "VALIDATION_FAILED");
+    if (!Number.isFinite(delayMs) || delayMs < 0)
+      throw new HttpError(400, "delay_ms must be a non-negative number", "VALIDATION_FAILED");
     for (const [i, row] of rows.entries()) {
       if (i > 0 && delayMs > 0) await sleep(delayMs);
       yield row;

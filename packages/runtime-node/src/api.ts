@@ -63,14 +63,17 @@ export class HttpError extends Error {
 }
 
 function attach(fn: unknown, spec: RouteSpec): void {
-  if (typeof fn !== "function") throw new TypeError(`@route.${spec.method.toLowerCase()}(${spec.path}) must decorate a method`);
+  if (typeof fn !== "function")
+    throw new TypeError(`@route.${spec.method.toLowerCase()}(${spec.path}) must decorate a method`);
   const specs: RouteSpec[] = (fn as any)[ROUTES_KEY] ?? [];
   (fn as any)[ROUTES_KEY] = [...specs, spec];
 }
 
 function validatePath(path: string): void {
-  if (!path.startsWith("/")) throw new TypeError(`route path must start with '/', got ${JSON.stringify(path)}`);
-  if (path.startsWith("/-/")) throw new TypeError(`paths under /-/ are reserved for the runtime, got ${path}`);
+  if (!path.startsWith("/"))
+    throw new TypeError(`route path must start with '/', got ${JSON.stringify(path)}`);
+  if (path.startsWith("/-/"))
+    throw new TypeError(`paths under /-/ are reserved for the runtime, got ${path}`);
 }
 
 type MethodDecorator = (value: any, context: any, descriptor?: PropertyDescriptor) => any;

@@ -58,7 +58,8 @@ function externalPackages(): Plugin {
       // Bare specifiers only: relative and absolute imports are the tenant's own code, bundled.
       b.onResolve({ filter: /^[^./]/ }, (args) => {
         if (args.path === "tessera") return { path: HANDLER_API_FILE };
-        if (args.path.startsWith("node:") || BUILTINS.has(args.path.split("/")[0]!)) return { external: true };
+        if (args.path.startsWith("node:") || BUILTINS.has(args.path.split("/")[0]!))
+          return { external: true };
         return { external: true };
       });
     },
@@ -68,12 +69,14 @@ function externalPackages(): Plugin {
 /** Parses `file:Class`, refusing files outside codeDir. */
 export function parseNodeEntry(codeDir: string, entry: string): { file: string; className: string } {
   const i = entry.lastIndexOf(":");
-  if (i <= 0 || i === entry.length - 1) throw new NodeBundleError(`entry must be 'file.ts:Class', got ${JSON.stringify(entry)}`);
+  if (i <= 0 || i === entry.length - 1)
+    throw new NodeBundleError(`entry must be 'file.ts:Class', got ${JSON.stringify(entry)}`);
   const rel = entry.slice(0, i);
   const className = entry.slice(i + 1);
   const file = resolve(codeDir, rel);
   const inside = relative(resolve(codeDir), file);
-  if (inside.startsWith("..") || isAbsolute(inside)) throw new NodeBundleError(`entry file ${rel} lies outside the code directory`);
+  if (inside.startsWith("..") || isAbsolute(inside))
+    throw new NodeBundleError(`entry file ${rel} lies outside the code directory`);
   return { file, className };
 }
 
@@ -85,7 +88,8 @@ export function parseNodeEntry(codeDir: string, entry: string): { file: string; 
  */
 export async function buildNodeBundle(opts: BuildNodeBundleOptions): Promise<NodeBundle> {
   const { file, className } = parseNodeEntry(opts.codeDir, opts.entry);
-  if (!existsSync(file)) throw new NodeBundleError(`entry file ${relative(opts.codeDir, file)} does not exist`);
+  if (!existsSync(file))
+    throw new NodeBundleError(`entry file ${relative(opts.codeDir, file)} does not exist`);
   await mkdir(opts.outDir, { recursive: true });
   const outFile = join(opts.outDir, "handler.mjs");
   try {
@@ -103,12 +107,17 @@ export async function buildNodeBundle(opts: BuildNodeBundleOptions): Promise<Nod
       absWorkingDir: resolve(opts.codeDir),
     });
   } catch (err) {
-    const errors = ((err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors ?? []).map(
-      (e) => (e.location ? `${e.location.file}:${e.location.line}: ${e.text}` : e.text),
+    const errors = (
+      (err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors ?? []
+    ).map((e) => (e.location ? `${e.location.file}:${e.location.line}: ${e.text}` : e.text));
+    throw new NodeBundleError(
+      `could not bundle ${opts.entry}: ${errors[0] ?? (err as Error).message}`,
+      errors,
     );
-    throw new NodeBundleError(`could not bundle ${opts.entry}: ${errors[0] ?? (err as Error).message}`, errors);
   }
-  const modules = opts.nodeModulesDir ?? (existsSync(join(opts.codeDir, "node_modules")) ? join(opts.codeDir, "node_modules") : undefined);
+  const modules =
+    opts.nodeModulesDir ??
+    (existsSync(join(opts.codeDir, "node_modules")) ? join(opts.codeDir, "node_modules") : undefined);
   const link = join(opts.outDir, "node_modules");
   await rm(link, { recursive: true, force: true });
   if (modules) await symlink(resolve(modules), link, "dir");
@@ -136,7 +145,10 @@ function coreContractsOnly(): Plugin {
   return {
     name: "tessera-core-contracts",
     setup(b) {
-      b.onResolve({ filter: /^@tessera\/core$/ }, () => ({ path: "core-contracts", namespace: "tessera-core" }));
+      b.onResolve({ filter: /^@tessera\/core$/ }, () => ({
+        path: "core-contracts",
+        namespace: "tessera-core",
+      }));
       b.onLoad({ filter: /.*/, namespace: "tessera-core" }, () => ({
         contents: ["errors.ts", "runtime-contract.ts"]
           .map((f) => `export * from ${JSON.stringify(join(CORE_SRC_DIR, f))};`)

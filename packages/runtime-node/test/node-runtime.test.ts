@@ -4,6 +4,10 @@ import { join } from "node:path";
 import { runtimeEnv } from "@tessera/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runtimeConformance } from "../../runtime-python/test/support/conformance.js";
+import {
+  dataframeExampleSuite,
+  EXAMPLE_CONTRACT,
+} from "../../runtime-python/test/support/dataframe-example.js";
 import { send, startReplica, type TestReplica } from "../../runtime-python/test/support/replica-harness.js";
 import { buildNodeBundle, type NodeBundle, NodeBundleError, nodeReplicaCommand } from "../src/index.js";
 
@@ -11,7 +15,11 @@ const FIXTURES = join(import.meta.dirname, "fixtures");
 const work = mkdtempSync(join(tmpdir(), "tessera-node-runtime-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-function contractEnv(bundle: NodeBundle, userConfig: Record<string, unknown>, env: Record<string, string> = {}) {
+function contractEnv(
+  bundle: NodeBundle,
+  userConfig: Record<string, unknown>,
+  env: Record<string, string> = {},
+) {
   return {
     ...runtimeEnv({
       port: 0,
@@ -34,7 +42,10 @@ const bundles = new Map<string, Promise<NodeBundle>>();
 function bundleFor(file: string, cls: string): Promise<NodeBundle> {
   const key = `${file}:${cls}`;
   if (!bundles.has(key))
-    bundles.set(key, buildNodeBundle({ codeDir: FIXTURES, entry: key, outDir: join(work, key.replace(/[^a-z]/gi, "-")) }));
+    bundles.set(
+      key,
+      buildNodeBundle({ codeDir: FIXTURES, entry: key, outDir: join(work, key.replace(/[^a-z]/gi, "-")) }),
+    );
   return bundles.get(key)!;
 }
 
@@ -46,6 +57,19 @@ runtimeConformance({
   },
 });
 
+dataframeExampleSuite("node", async (userConfig) => {
+  const codeDir = join(import.meta.dirname, "..", "..", "..", "examples", "ts-dataframe");
+  const bundle = await buildNodeBundle({
+    codeDir,
+    entry: "handler.ts:Dataframe",
+    outDir: join(work, "example"),
+  });
+  return nodeReplicaCommand({
+    bundle,
+    env: runtimeEnv({ ...EXAMPLE_CONTRACT, codeDir: bundle.dir, entry: bundle.entry, userConfig }),
+  });
+});
+
 describe("node runtime: handler bundles", () => {
   const codeDir = join(work, "code");
   const modulesDir = join(work, "env", "node_modules");
@@ -55,13 +79,25 @@ describe("node runtime: handler bundles", () => {
     // An environment with one ESM-only and one CommonJS package, outside the code dir: the
     // bundle must resolve both from the linked node_modules.
     mkdirSync(join(modulesDir, "esm-only"), { recursive: true });
-    writeFileSync(join(modulesDir, "esm-only", "package.json"), JSON.stringify({ name: "esm-only", type: "module", exports: "./index.js" }));
-    writeFileSync(join(modulesDir, "esm-only", "index.js"), "export const shout = (s) => s.toUpperCase() + '!';\n");
+    writeFileSync(
+      join(modulesDir, "esm-only", "package.json"),
+      JSON.stringify({ name: "esm-only", type: "module", exports: "./index.js" }),
+    );
+    writeFileSync(
+      join(modulesDir, "esm-only", "index.js"),
+      "export const shout = (s) => s.toUpperCase() + '!';\n",
+    );
     mkdirSync(join(modulesDir, "cjs-pkg"), { recursive: true });
-    writeFileSync(join(modulesDir, "cjs-pkg", "package.json"), JSON.stringify({ name: "cjs-pkg", main: "index.js" }));
+    writeFileSync(
+      join(modulesDir, "cjs-pkg", "package.json"),
+      JSON.stringify({ name: "cjs-pkg", main: "index.js" }),
+    );
     writeFileSync(join(modulesDir, "cjs-pkg", "index.js"), "exports.twice = (n) => n * 2;\n");
     mkdirSync(join(codeDir, "lib"), { recursive: true });
-    writeFileSync(join(codeDir, "lib", "words.ts"), "export const greeting = (n: string): string => `hello ${n}`;\n");
+    writeFileSync(
+      join(codeDir, "lib", "words.ts"),
+      'export const greeting = (n: string): string => "hello " + n;\n',
+    );
     writeFileSync(
       join(codeDir, "main.ts"),
       `import { shout } from "esm-only";
@@ -87,8 +123,15 @@ export default class Tabled {
 }
 `,
     );
-    const bundle = await buildNodeBundle({ codeDir, entry: "main.ts:Tabled", outDir: join(work, "out-tabled"), nodeModulesDir: modulesDir });
-    replica = await startReplica(await nodeReplicaCommand({ bundle, env: contractEnv(bundle, { times: 21 }) }));
+    const bundle = await buildNodeBundle({
+      codeDir,
+      entry: "main.ts:Tabled",
+      outDir: join(work, "out-tabled"),
+      nodeModulesDir: modulesDir,
+    });
+    replica = await startReplica(
+      await nodeReplicaCommand({ bundle, env: contractEnv(bundle, { times: 21 }) }),
+    );
   });
   afterAll(() => replica?.stop());
 
@@ -111,9 +154,15 @@ export default class Tabled {
 
   it("reports bundling errors with a stable error type", async () => {
     writeFileSync(join(codeDir, "broken.ts"), "export class X { method( { }\n");
-    await expect(buildNodeBundle({ codeDir, entry: "broken.ts:X", outDir: join(work, "out-broken") })).rejects.toBeInstanceOf(NodeBundleError);
-    await expect(buildNodeBundle({ codeDir, entry: "missing.ts:X", outDir: join(work, "out-missing") })).rejects.toThrow(/does not exist/);
-    await expect(buildNodeBundle({ codeDir, entry: "../escape.ts:X", outDir: join(work, "out-escape") })).rejects.toThrow(/outside/);
+    await expect(
+      buildNodeBundle({ codeDir, entry: "broken.ts:X", outDir: join(work, "out-broken") }),
+    ).rejects.toBeInstanceOf(NodeBundleError);
+    await expect(
+      buildNodeBundle({ codeDir, entry: "missing.ts:X", outDir: join(work, "out-missing") }),
+    ).rejects.toThrow(/does not exist/);
+    await expect(
+      buildNodeBundle({ codeDir, entry: "../escape.ts:X", outDir: join(work, "out-escape") }),
+    ).rejects.toThrow(/outside/);
   });
 
   it("launches plain node on a cached server bundle with only the contract env", async () => {
@@ -124,7 +173,11 @@ export default class Tabled {
     expect(launch.args[0]).toBe("--enable-source-maps");
     expect(launch.args[1]).toMatch(/runtime-server-[0-9a-f]{16}\.mjs$/);
     expect(readFileSync(launch.args[1]!, "utf8")).not.toContain("zod");
-    expect(Object.keys(launch.env).filter((k) => !k.startsWith("TESSERA_")).sort()).toEqual(["HOME", "PATH"]);
+    expect(
+      Object.keys(launch.env)
+        .filter((k) => !k.startsWith("TESSERA_"))
+        .sort(),
+    ).toEqual(["HOME", "PATH"]);
     expect(launch.env.TESSERA_CODE_DIR).toBe(bundle.dir);
     expect(launch.env.TESSERA_ENTRY).toBe("handler.mjs:Probe");
     expect((await nodeReplicaCommand({ bundle, env: contractEnv(bundle, {}) })).args[1]).toBe(launch.args[1]);

@@ -31,7 +31,8 @@ export function pythonReplicaCommand(opts: PythonLaunchOptions): ReplicaLaunch {
   if (!codeDir) throw new Error(`${RUNTIME_ENV.CODE_DIR} is required in env`);
   if (!opts.env[RUNTIME_ENV.ENTRY]) throw new Error(`${RUNTIME_ENV.ENTRY} is required in env`);
   const path =
-    opts.path ?? [opts.python.includes("/") ? dirname(opts.python) : "", process.env.PATH ?? "/usr/bin:/bin"]
+    opts.path ??
+    [opts.python.includes("/") ? dirname(opts.python) : "", process.env.PATH ?? "/usr/bin:/bin"]
       .filter(Boolean)
       .join(delimiter);
   const env: Record<string, string> = {

@@ -4,10 +4,14 @@ import { runtimeEnv } from "@tessera/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PYTHON_RUNTIME_DIR, pythonReplicaCommand } from "../src/index.js";
 import { runtimeConformance } from "./support/conformance.js";
+import { dataframeExampleSuite, EXAMPLE_CONTRACT } from "./support/dataframe-example.js";
 import { send, startReplica, type TestReplica } from "./support/replica-harness.js";
 
 // The real interpreter, not a version-manager shim (pyenv's adds its own variables to the env).
-const PYTHON = execFileSync(process.env.TESSERA_TEST_PYTHON ?? "python3", ["-c", "import sys; print(sys.executable)"])
+const PYTHON = execFileSync(process.env.TESSERA_TEST_PYTHON ?? "python3", [
+  "-c",
+  "import sys; print(sys.executable)",
+])
   .toString()
   .trim();
 const FIXTURES = join(import.meta.dirname, "fixtures");
@@ -37,23 +41,41 @@ runtimeConformance({
     pythonReplicaCommand({ python: PYTHON, env: contractEnv(`probe:${cls}`, userConfig, env) }),
 });
 
+dataframeExampleSuite("python", async (userConfig) => {
+  const codeDir = join(import.meta.dirname, "..", "..", "..", "examples", "python-dataframe");
+  return pythonReplicaCommand({
+    python: PYTHON,
+    env: runtimeEnv({ ...EXAMPLE_CONTRACT, codeDir, entry: "handler:Dataframe", userConfig }),
+  });
+});
+
 describe("python runtime: parameter binding", () => {
   let replica: TestReplica;
   beforeAll(async () => {
-    replica = await startReplica(pythonReplicaCommand({ python: PYTHON, env: contractEnv("binding:Binding", {}) }));
+    replica = await startReplica(
+      pythonReplicaCommand({ python: PYTHON, env: contractEnv("binding:Binding", {}) }),
+    );
   });
   afterAll(() => replica.stop());
 
   it("converts path and query params by annotation", async () => {
     const r = await send(replica.url, "/items/12?q=abc&ratio=0.5&flag=true");
     expect(r.json()).toEqual({ item_id: 12, q: "abc", ratio: 0.5, flag: true });
-    expect((await send(replica.url, "/items/12")).json()).toEqual({ item_id: 12, q: "x", ratio: null, flag: false });
+    expect((await send(replica.url, "/items/12")).json()).toEqual({
+      item_id: 12,
+      q: "x",
+      ratio: null,
+      flag: false,
+    });
   });
 
   it("rejects unconvertible and missing parameters with VALIDATION_FAILED", async () => {
     const bad = await send(replica.url, "/items/twelve");
     expect(bad.status).toBe(400);
-    expect(bad.json().error).toEqual({ code: "VALIDATION_FAILED", message: "parameter 'item_id': 'twelve' is not a valid int" });
+    expect(bad.json().error).toEqual({
+      code: "VALIDATION_FAILED",
+      message: "parameter 'item_id': 'twelve' is not a valid int",
+    });
     const missing = await send(replica.url, "/search");
     expect(missing.status).toBe(400);
     expect(missing.json().error.message).toContain("'term'");
@@ -87,18 +109,27 @@ describe("python runtime: parameter binding", () => {
 
 describe("python runtime package", () => {
   it("points at an importable tessera package that runs on the stdlib alone", () => {
-    const out = execFileSync(PYTHON, ["-I", "-c", `import sys; sys.path.insert(0, ${JSON.stringify(PYTHON_RUNTIME_DIR)}); import tessera, tessera.runtime; print(tessera.route, tessera.Response)`]);
+    const out = execFileSync(PYTHON, [
+      "-I",
+      "-c",
+      `import sys; sys.path.insert(0, ${JSON.stringify(PYTHON_RUNTIME_DIR)}); import tessera, tessera.runtime; print(tessera.route, tessera.Response)`,
+    ]);
     expect(out.toString()).toContain("Response");
   });
 
   it("builds a launch with only the contract, PATH/HOME and python switches", () => {
-    const launch = pythonReplicaCommand({ python: "/envs/abc/bin/python", env: contractEnv("probe:Probe", {}) });
+    const launch = pythonReplicaCommand({
+      python: "/envs/abc/bin/python",
+      env: contractEnv("probe:Probe", {}),
+    });
     expect(launch.command).toBe("/envs/abc/bin/python");
     expect(launch.args).toEqual(["-u", "-m", "tessera.runtime"]);
     expect(launch.env.PYTHONPATH).toBe(`${PYTHON_RUNTIME_DIR}:${FIXTURES}`);
     expect(launch.env.PATH?.startsWith("/envs/abc/bin:")).toBe(true);
-    expect(Object.keys(launch.env).filter((k) => !k.startsWith("TESSERA_")).sort()).toEqual(
-      ["HOME", "PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONUNBUFFERED"],
-    );
+    expect(
+      Object.keys(launch.env)
+        .filter((k) => !k.startsWith("TESSERA_"))
+        .sort(),
+    ).toEqual(["HOME", "PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "PYTHONUNBUFFERED"]);
   });
 });

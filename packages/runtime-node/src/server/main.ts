@@ -54,7 +54,8 @@ class Replica {
           : typeof mod.default?.[className] === "function"
             ? mod.default[className]
             : undefined;
-    if (typeof cls !== "function") throw new Error(`${file} exports no class ${className} (nor a default class)`);
+    if (typeof cls !== "function")
+      throw new Error(`${file} exports no class ${className} (nor a default class)`);
     this.routes = collectRoutes(cls as HandlerClass);
     this.instance = new (cls as HandlerClass)(this.settings.userConfig);
   }
@@ -65,7 +66,9 @@ class Replica {
     if (typeof this.instance.health !== "function") return { ready: true, reason: "ok" };
     try {
       const ok = await this.instance.health();
-      return ok === false ? { ready: false, reason: "health() returned false" } : { ready: true, reason: "ok" };
+      return ok === false
+        ? { ready: false, reason: "health() returned false" }
+        : { ready: true, reason: "ok" };
     } catch (err) {
       return { ready: false, reason: `health() threw ${describe(err)}` };
     }
@@ -221,7 +224,8 @@ class Replica {
       return this.sendHandlerError(req, res, err, requestId);
     }
     for (const [k, v] of Object.entries(headers)) if (!isHopHeader(k)) res.setHeader(k, v);
-    if (!res.hasHeader("content-type")) res.setHeader("content-type", sse ? "text/event-stream" : "application/octet-stream");
+    if (!res.hasHeader("content-type"))
+      res.setHeader("content-type", sse ? "text/event-stream" : "application/octet-stream");
     if (sse && !res.hasHeader("cache-control")) res.setHeader("cache-control", "no-cache");
     res.statusCode = status;
     res.flushHeaders();
@@ -273,7 +277,8 @@ class Replica {
   private sendHandlerError(req: IncomingMessage, res: ServerResponse, err: unknown, requestId: string): void {
     if (err instanceof HttpError || isHttpErrorLike(err)) {
       const code = (err.code in ERROR_CODES ? err.code : "BAD_REQUEST") as ErrorCode;
-      return this.sendError(req, res, code, err.message, err.status);
+      this.sendError(req, res, code, err.message, err.status);
+      return;
     }
     this.logHandlerError(err, requestId, req);
     sendJson(res, 500, { error: this.errorPayload("HANDLER_ERROR", describe(err), err) });
@@ -299,7 +304,8 @@ class Replica {
 
 function splitEntry(entry: string): [string, string] {
   const i = entry.lastIndexOf(":");
-  if (i <= 0 || i === entry.length - 1) throw new Error(`TESSERA_ENTRY must be 'file:Class', got ${JSON.stringify(entry)}`);
+  if (i <= 0 || i === entry.length - 1)
+    throw new Error(`TESSERA_ENTRY must be 'file:Class', got ${JSON.stringify(entry)}`);
   return [entry.slice(0, i), entry.slice(i + 1)];
 }
 
@@ -309,7 +315,13 @@ function headerValue(v: string | string[] | undefined): string {
 
 function isHopHeader(name: string): boolean {
   const k = name.toLowerCase();
-  return k === "connection" || k === "keep-alive" || k === "transfer-encoding" || k === "content-length" || k === REQUEST_ID_HEADER;
+  return (
+    k === "connection" ||
+    k === "keep-alive" ||
+    k === "transfer-encoding" ||
+    k === "content-length" ||
+    k === REQUEST_ID_HEADER
+  );
 }
 
 function describe(err: unknown): string {
@@ -323,15 +335,35 @@ function stackOf(err: unknown): string {
 
 function isResponseLike(v: unknown): v is Response {
   // A Response from another copy of the api module (e.g. a tenant's own bundled copy).
-  return v !== null && typeof v === "object" && v.constructor?.name === "Response" && "status" in v && "headers" in v && "body" in v && typeof (v as { status: unknown }).status === "number";
+  return (
+    v !== null &&
+    typeof v === "object" &&
+    v.constructor?.name === "Response" &&
+    "status" in v &&
+    "headers" in v &&
+    "body" in v &&
+    typeof (v as { status: unknown }).status === "number"
+  );
 }
 
 function isHttpErrorLike(v: unknown): v is HttpError {
-  return v instanceof Error && v.name !== "TypeError" && v.constructor?.name === "HttpError" && typeof (v as HttpError).status === "number";
+  return (
+    v instanceof Error &&
+    v.name !== "TypeError" &&
+    v.constructor?.name === "HttpError" &&
+    typeof (v as HttpError).status === "number"
+  );
 }
 
 function isStream(v: unknown): v is AsyncIterable<unknown> | Iterator<unknown> {
-  if (v === null || typeof v !== "object" || Array.isArray(v) || Buffer.isBuffer(v) || v instanceof Uint8Array) return false;
+  if (
+    v === null ||
+    typeof v !== "object" ||
+    Array.isArray(v) ||
+    Buffer.isBuffer(v) ||
+    v instanceof Uint8Array
+  )
+    return false;
   if (Symbol.asyncIterator in v) return true;
   return typeof (v as Iterator<unknown>).next === "function" && Symbol.iterator in v;
 }
@@ -393,7 +425,10 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = req.headers["content-length"];
   if (declared !== undefined && Number(declared) > limit)
     return Promise.reject(
-      new ClientError("PAYLOAD_TOO_LARGE", `request body of ${declared} bytes exceeds the limit of ${limit} bytes`),
+      new ClientError(
+        "PAYLOAD_TOO_LARGE",
+        `request body of ${declared} bytes exceeds the limit of ${limit} bytes`,
+      ),
     );
   return new Promise((done, fail) => {
     const chunks: Buffer[] = [];
@@ -438,10 +473,13 @@ function buildRequest(
   const queryAll: Record<string, string[]> = {};
   for (const [k, v] of url.searchParams) {
     query[k] = v;
-    (queryAll[k] ??= []).push(v);
+    const all = queryAll[k] ?? [];
+    all.push(v);
+    queryAll[k] = all;
   }
   const headers: Record<string, string> = {};
-  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(", ") : v;
+  for (const [k, v] of Object.entries(req.headers))
+    if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(", ") : v;
   return {
     method: (req.method ?? "GET").toUpperCase(),
     path: url.pathname,
@@ -539,7 +577,11 @@ async function main(): Promise<void> {
   try {
     await replica.construct();
   } catch (err) {
-    log.error("handler construction failed", { entry: settings.entry, error: describe(err), traceback: stackOf(err) });
+    log.error("handler construction failed", {
+      entry: settings.entry,
+      error: describe(err),
+      traceback: stackOf(err),
+    });
     process.exit(1);
   }
   log.info("constructed", {

@@ -59,7 +59,8 @@ export function collectRoutes(cls: new (...args: any[]) => unknown): Route[] {
     if (typeof table !== "object" || table === null) throw new TypeError("static routes must be an object");
     for (const [key, target] of Object.entries(table)) {
       const m = /^([A-Za-z]+)\s+(\/\S*)$/.exec(key.trim());
-      if (!m) throw new TypeError(`static routes key must look like "POST /path", got ${JSON.stringify(key)}`);
+      if (!m)
+        throw new TypeError(`static routes key must look like "POST /path", got ${JSON.stringify(key)}`);
       const methodName = typeof target === "string" ? target : target?.method;
       if (typeof methodName !== "string" || typeof cls.prototype[methodName] !== "function")
         throw new TypeError(`static routes: ${key} names no method of ${cls.name}`);
@@ -67,7 +68,10 @@ export function collectRoutes(cls: new (...args: any[]) => unknown): Route[] {
     }
   }
   // Literal paths before parameterised ones, so `/items/new` beats `/items/{id}`.
-  routes.sort((a, b) => Number(a.paramNames.length > 0) - Number(b.paramNames.length > 0) || b.path.length - a.path.length);
+  routes.sort(
+    (a, b) =>
+      Number(a.paramNames.length > 0) - Number(b.paramNames.length > 0) || b.path.length - a.path.length,
+  );
   return routes;
 }
 

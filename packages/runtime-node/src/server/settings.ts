@@ -11,7 +11,13 @@ export interface Settings {
   drainTimeoutS: number;
 }
 
-function intEnv(env: NodeJS.ProcessEnv, name: string, fallback: number | undefined, lo: number, hi: number): number {
+function intEnv(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  fallback: number | undefined,
+  lo: number,
+  hi: number,
+): number {
   const raw = env[name];
   if (raw === undefined || raw === "") {
     if (fallback === undefined) throw new Error(`${name} is required`);

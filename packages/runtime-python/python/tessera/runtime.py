@@ -153,7 +153,7 @@ class Replica:
         self.total = 0
         self.idle = asyncio.Event()
         self.idle.set()
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(8, (os.cpu_count() or 1) * 4),
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=64,
                                                           thread_name_prefix="handler")
         self.server: Optional[asyncio.AbstractServer] = None
         self.stopped = asyncio.Event()

@@ -7,14 +7,24 @@ import { Agent } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { openStream, type ReplicaLaunch, send, startReplica, type TestReplica, waitFor } from "./replica-harness.js";
+import {
+  openStream,
+  type ReplicaLaunch,
+  send,
+  startReplica,
+  type TestReplica,
+  waitFor,
+} from "./replica-harness.js";
 
 export type FixtureClass = "Probe" | "Broken" | "SlowStart";
 
 export interface RuntimeUnderTest {
   name: string;
   /** Launch spec for a fixture class; `env` overrides contract variables. */
-  launch(cls: FixtureClass, opts: { userConfig: Record<string, unknown>; env?: Record<string, string> }): Promise<ReplicaLaunch>;
+  launch(
+    cls: FixtureClass,
+    opts: { userConfig: Record<string, unknown>; env?: Record<string, string> },
+  ): Promise<ReplicaLaunch>;
 }
 
 export function runtimeConformance(runtime: RuntimeUnderTest): void {
@@ -23,7 +33,9 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
     const replicas: TestReplica[] = [];
     const openGate = (name: string) => writeFileSync(join(gateDir, name), "");
     const start = async (cls: FixtureClass = "Probe", env?: Record<string, string>, waitReady = true) => {
-      const r = await startReplica(await runtime.launch(cls, { userConfig: { gateDir, answer: 42 }, env }), { waitReady });
+      const r = await startReplica(await runtime.launch(cls, { userConfig: { gateDir, answer: 42 }, env }), {
+        waitReady,
+      });
       replicas.push(r);
       return r;
     };
@@ -52,7 +64,9 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
       expect(keys).toContain("TESSERA_DEPLOYMENT");
       expect(keys).not.toContain("TESSERA_TEST_PLATFORM_SECRET");
       const unexpected = keys.filter(
-        (k) => !k.startsWith("TESSERA_") && !["PATH", "HOME", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"].includes(k),
+        (k) =>
+          !k.startsWith("TESSERA_") &&
+          !["PATH", "HOME", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"].includes(k),
       );
       // Python on some platforms sets LC_CTYPE for itself.
       expect(unexpected.filter((k) => k !== "LC_CTYPE")).toEqual([]);
@@ -64,8 +78,19 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
       expect(given.json().requestId).toBe("req-abc");
       const made = await send(probe.url, "/echo", { body: {} });
       expect(made.headers["x-request-id"]).toMatch(/^[0-9a-f]{32}$/);
-      const line = await probe.waitLog((r) => r.msg === "request" && r.requestId === "req-abc", "the request log line");
-      expect(line).toMatchObject({ level: "info", method: "POST", path: "/echo", status: 200, deployment: "dep-1", revision: "rev-1", replica: "rep-1" });
+      const line = await probe.waitLog(
+        (r) => r.msg === "request" && r.requestId === "req-abc",
+        "the request log line",
+      );
+      expect(line).toMatchObject({
+        level: "info",
+        method: "POST",
+        path: "/echo",
+        status: 200,
+        deployment: "dep-1",
+        revision: "rev-1",
+        replica: "rep-1",
+      });
       expect(typeof line.ms).toBe("number");
       expect(typeof line.ts).toBe("string");
     });
@@ -84,7 +109,10 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
       const wrongMethod = await send(probe.url, "/echo");
       expect(wrongMethod.status).toBe(404);
       expect(wrongMethod.json().error.message).toContain("POST");
-      const bad = await send(probe.url, "/echo", { raw: "{not json", headers: { "content-type": "application/json" } });
+      const bad = await send(probe.url, "/echo", {
+        raw: "{not json",
+        headers: { "content-type": "application/json" },
+      });
       expect(bad.status).toBe(400);
       expect(bad.json().error.code).toBe("BAD_REQUEST");
     });
@@ -95,7 +123,10 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
       expect(r.json().error.code).toBe("HANDLER_ERROR");
       expect(r.json().error.message).toContain("kaput in handler");
       expect(r.json().error.traceback).toBeUndefined();
-      const logged = await probe.waitLog((l) => l.level === "error" && l.requestId === "boom-1", "the error log line");
+      const logged = await probe.waitLog(
+        (l) => l.level === "error" && l.requestId === "boom-1",
+        "the error log line",
+      );
       expect(String(logged.traceback)).toContain("kaput in handler");
       expect(String(logged.traceback)).toMatch(/probe\.(py|ts)/);
     });
@@ -125,7 +156,12 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
       expect(stream.isEnded).toBe(false);
       openGate("sse-1");
       const all = await stream.end();
-      expect(all.split("\n\n").filter(Boolean).map((e) => JSON.parse(e.replace(/^data: /, "")))).toEqual([{ n: 1 }, { n: 2 }]);
+      expect(
+        all
+          .split("\n\n")
+          .filter(Boolean)
+          .map((e) => JSON.parse(e.replace(/^data: /, ""))),
+      ).toEqual([{ n: 1 }, { n: 2 }]);
     });
 
     it("reuses one connection for successive requests (keep-alive)", async () => {
@@ -189,7 +225,10 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
       expect(refused.status).toBe(503);
       expect(refused.json().error.code).toBe("OVERLOADED");
       openGate("construct");
-      await waitFor(async () => (await send(r.url, "/-/ready")).status === 200, "readiness after construction");
+      await waitFor(
+        async () => (await send(r.url, "/-/ready")).status === 200,
+        "readiness after construction",
+      );
       expect((await send(r.url, "/hello")).json()).toBe("hi");
       await r.stop();
     });
@@ -197,9 +236,15 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
     it("drains on SIGTERM: in-flight work completes, new work is refused, exit 0", async () => {
       const r = await start();
       const slow = send(r.url, "/slow", { body: { gate: "drain-1" } });
-      await waitFor(async () => (await send(r.url, "/-/stats")).json().inFlight === 1, "the slow request to be in flight");
+      await waitFor(
+        async () => (await send(r.url, "/-/stats")).json().inFlight === 1,
+        "the slow request to be in flight",
+      );
       r.proc.kill("SIGTERM");
-      await waitFor(async () => (await send(r.url, "/-/stats")).json().draining === true, "draining to start");
+      await waitFor(
+        async () => (await send(r.url, "/-/stats")).json().draining === true,
+        "draining to start",
+      );
       expect((await send(r.url, "/-/ready")).status).toBe(503);
       const refused = await send(r.url, "/echo", { body: {} });
       expect(refused.status).toBe(503);
@@ -216,7 +261,10 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
     it("exits non-zero, with the error logged, when the constructor fails", async () => {
       const r = await start("Broken", undefined, false);
       expect(await r.exited).not.toBe(0);
-      const line = await r.waitLog((l) => l.msg === "handler construction failed", "the construction failure line");
+      const line = await r.waitLog(
+        (l) => l.msg === "handler construction failed",
+        "the construction failure line",
+      );
       expect(String(line.traceback)).toContain("cannot load the model");
     });
 

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { Agent, request as httpRequest, type IncomingMessage } from "node:http";
+import { type Agent, request as httpRequest, type IncomingMessage } from "node:http";
 import { createInterface } from "node:readline";
 
 export interface ReplicaLaunch {
@@ -43,7 +43,11 @@ export class TestReplica {
   }
 
   async waitLog(predicate: (r: LogRecord) => boolean, what: string, timeoutMs = 20_000): Promise<LogRecord> {
-    return waitFor(() => this.logs.find(predicate), `${what}\n--- replica output ---\n${this.rawLines.join("\n")}`, timeoutMs);
+    return waitFor(
+      () => this.logs.find(predicate),
+      `${what}\n--- replica output ---\n${this.rawLines.join("\n")}`,
+      timeoutMs,
+    );
   }
 
   async stop(): Promise<void> {
@@ -55,7 +59,11 @@ export class TestReplica {
 }
 
 /** Polls `probe` until it returns a value (not undefined/false) or the deadline passes. */
-export async function waitFor<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, what: string, timeoutMs = 20_000): Promise<T> {
+export async function waitFor<T>(
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
@@ -66,7 +74,10 @@ export async function waitFor<T>(probe: () => T | undefined | false | Promise<T 
 }
 
 /** Spawns a replica with exactly the launch environment and waits until it listens (and, unless told, is ready). */
-export async function startReplica(launch: ReplicaLaunch, opts: { waitReady?: boolean } = {}): Promise<TestReplica> {
+export async function startReplica(
+  launch: ReplicaLaunch,
+  opts: { waitReady?: boolean } = {},
+): Promise<TestReplica> {
   const proc = spawn(launch.command, launch.args, { env: launch.env, stdio: ["ignore", "pipe", "pipe"] });
   const replica = new TestReplica(proc);
   const listening = replica.waitLog((r) => r.msg === "listening", "the replica to listen");
@@ -75,7 +86,9 @@ export async function startReplica(launch: ReplicaLaunch, opts: { waitReady?: bo
   replica.port = Number(outcome.port);
   if (opts.waitReady !== false) {
     await waitFor(
-      async () => (await send(replica.url, "/-/ready").catch(() => undefined))?.status === 200 || replica.exitCode !== undefined,
+      async () =>
+        (await send(replica.url, "/-/ready").catch(() => undefined))?.status === 200 ||
+        replica.exitCode !== undefined,
       `the replica to be ready\n${replica.rawLines.join("\n")}`,
     );
   }
@@ -103,7 +116,11 @@ export interface SendOptions {
 
 export function send(base: string, path: string, opts: SendOptions = {}): Promise<Reply> {
   const payload =
-    opts.raw !== undefined ? Buffer.from(opts.raw) : opts.body === undefined ? undefined : Buffer.from(JSON.stringify(opts.body));
+    opts.raw !== undefined
+      ? Buffer.from(opts.raw)
+      : opts.body === undefined
+        ? undefined
+        : Buffer.from(JSON.stringify(opts.body));
   return new Promise((done, fail) => {
     const req = httpRequest(
       `${base}${path}`,
@@ -122,7 +139,13 @@ export function send(base: string, path: string, opts: SendOptions = {}): Promis
         res.on("error", fail);
         res.on("end", () => {
           const text = Buffer.concat(chunks).toString("utf8");
-          done({ status: res.statusCode ?? 0, headers: res.headers, text, json: () => JSON.parse(text), reusedSocket: req.reusedSocket });
+          done({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            text,
+            json: () => JSON.parse(text),
+            reusedSocket: req.reusedSocket,
+          });
         });
       },
     );
@@ -170,9 +193,15 @@ export class StreamReader {
     const deadline = Date.now() + timeoutMs;
     while (!this.buffered.includes(needle)) {
       if (this.failed) throw this.failed;
-      if (this.ended) throw new Error(`stream ended without ${JSON.stringify(needle)}; got ${JSON.stringify(this.buffered)}`);
+      if (this.ended)
+        throw new Error(
+          `stream ended without ${JSON.stringify(needle)}; got ${JSON.stringify(this.buffered)}`,
+        );
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${JSON.stringify(needle)}; got ${JSON.stringify(this.buffered)}`);
+      if (left <= 0)
+        throw new Error(
+          `timed out waiting for ${JSON.stringify(needle)}; got ${JSON.stringify(this.buffered)}`,
+        );
       await new Promise<void>((r) => {
         const t = setTimeout(r, left);
         this.wake = () => {
@@ -196,7 +225,11 @@ export function openStream(base: string, path: string, body: unknown): Promise<S
   return new Promise((done, fail) => {
     const req = httpRequest(
       `${base}${path}`,
-      { method: "POST", agent: false, headers: { "content-type": "application/json", "content-length": String(payload.length) } },
+      {
+        method: "POST",
+        agent: false,
+        headers: { "content-type": "application/json", "content-length": String(payload.length) },
+      },
       (res) => done(new StreamReader(res)),
     );
     req.on("error", fail);
