@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, stat, symlink } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { builtinModules } from "node:module";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -92,10 +92,12 @@ export async function buildNodeBundle(opts: BuildNodeBundleOptions): Promise<Nod
     throw new NodeBundleError(`entry file ${relative(opts.codeDir, file)} does not exist`);
   await mkdir(opts.outDir, { recursive: true });
   const outFile = join(opts.outDir, "handler.mjs");
+  let outputs: { path: string; contents: Uint8Array }[];
   try {
-    await build({
+    const result = await build({
       entryPoints: [file],
       outfile: outFile,
+      write: false,
       bundle: true,
       platform: "node",
       format: "esm",
@@ -106,6 +108,7 @@ export async function buildNodeBundle(opts: BuildNodeBundleOptions): Promise<Nod
       plugins: [externalPackages()],
       absWorkingDir: resolve(opts.codeDir),
     });
+    outputs = result.outputFiles;
   } catch (err) {
     const errors = (
       (err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors ?? []
@@ -115,12 +118,21 @@ export async function buildNodeBundle(opts: BuildNodeBundleOptions): Promise<Nod
       errors,
     );
   }
+  // Write-then-rename everywhere: two builders of the same revision (a retried job) never leave a
+  // replica reading a half-written bundle.
+  const suffix = `.${process.pid}.${Date.now()}.tmp`;
+  for (const o of outputs) {
+    await writeFile(`${o.path}${suffix}`, o.contents);
+    await rename(`${o.path}${suffix}`, o.path);
+  }
   const modules =
     opts.nodeModulesDir ??
     (existsSync(join(opts.codeDir, "node_modules")) ? join(opts.codeDir, "node_modules") : undefined);
   const link = join(opts.outDir, "node_modules");
-  await rm(link, { recursive: true, force: true });
-  if (modules) await symlink(resolve(modules), link, "dir");
+  if (modules) {
+    await symlink(resolve(modules), `${link}${suffix}`, "dir");
+    await rename(`${link}${suffix}`, link);
+  } else await rm(link, { recursive: true, force: true });
   return { dir: resolve(opts.outDir), file: outFile, entry: `handler.mjs:${className}` };
 }
 

@@ -195,7 +195,7 @@ class Replica {
       payload = Buffer.from(json ?? "null");
       if (!hasType) headers["content-type"] = "application/json";
     }
-    for (const [k, v] of Object.entries(headers)) if (!isHopHeader(k)) res.setHeader(k, v);
+    if (!this.applyHeaders(req, res, headers, requestId)) return;
     res.statusCode = status;
     res.setHeader("content-length", payload.length);
     res.end(payload);
@@ -223,7 +223,10 @@ class Replica {
     } catch (err) {
       return this.sendHandlerError(req, res, err, requestId);
     }
-    for (const [k, v] of Object.entries(headers)) if (!isHopHeader(k)) res.setHeader(k, v);
+    if (!this.applyHeaders(req, res, headers, requestId)) {
+      await iterator.return?.(undefined);
+      return;
+    }
     if (!res.hasHeader("content-type"))
       res.setHeader("content-type", sse ? "text/event-stream" : "application/octet-stream");
     if (sse && !res.hasHeader("cache-control")) res.setHeader("cache-control", "no-cache");
@@ -256,6 +259,24 @@ class Replica {
       return;
     }
     res.end();
+  }
+
+  /** Sets a handler's response headers; an invalid one turns the reply into a HANDLER_ERROR. */
+  private applyHeaders(
+    req: IncomingMessage,
+    res: ServerResponse,
+    headers: Record<string, string>,
+    requestId: string,
+  ): boolean {
+    try {
+      for (const [k, v] of Object.entries(headers)) if (!isHopHeader(k)) res.setHeader(k, v);
+      return true;
+    } catch (err) {
+      for (const k of res.getHeaderNames())
+        if (k !== REQUEST_ID_HEADER && k !== "connection") res.removeHeader(k);
+      this.sendHandlerError(req, res, err, requestId);
+      return false;
+    }
   }
 
   private errorPayload(code: ErrorCode, message: string, err?: unknown): Record<string, unknown> {

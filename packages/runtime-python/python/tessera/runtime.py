@@ -155,6 +155,9 @@ class Replica:
         self.idle.set()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=64,
                                                           thread_name_prefix="handler")
+        # health() gets its own thread: a pool full of slow requests must not make a busy replica
+        # look dead to the readiness probe.
+        self.health_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
         self.server: Optional[asyncio.AbstractServer] = None
         self.stopped = asyncio.Event()
 
@@ -188,7 +191,7 @@ class Replica:
             if inspect.iscoroutinefunction(health):
                 result = await health()
             else:
-                result = await asyncio.get_running_loop().run_in_executor(self.pool, health)
+                result = await asyncio.get_running_loop().run_in_executor(self.health_pool, health)
         except Exception as e:
             return False, "health() raised %s: %s" % (type(e).__name__, e)
         if result is False:
