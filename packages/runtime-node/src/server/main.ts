@@ -528,13 +528,13 @@ function parseBody(raw: Buffer, contentType: string): unknown {
   }
 }
 
+const log = createLog({
+  deployment: process.env.TESSERA_DEPLOYMENT ?? "",
+  revision: process.env.TESSERA_REVISION ?? "",
+  replica: process.env.TESSERA_REPLICA ?? "",
+});
+
 async function main(): Promise<void> {
-  const base = {
-    deployment: process.env.TESSERA_DEPLOYMENT ?? "",
-    revision: process.env.TESSERA_REVISION ?? "",
-    replica: process.env.TESSERA_REPLICA ?? "",
-  };
-  const log = createLog(base);
   let settings: Settings;
   try {
     settings = loadSettings(process.env);
@@ -614,9 +614,7 @@ async function main(): Promise<void> {
 
 process.on("unhandledRejection", (reason) => {
   // A handler's stray promise must not take the replica (and every in-flight request) down.
-  process.stdout.write(
-    `${JSON.stringify({ ts: new Date().toISOString(), level: "error", msg: "unhandled rejection", error: describe(reason), traceback: stackOf(reason) })}\n`,
-  );
+  log.error("unhandled rejection", { error: describe(reason), traceback: stackOf(reason) });
 });
 
 void main();

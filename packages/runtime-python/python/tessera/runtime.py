@@ -73,7 +73,12 @@ class Settings:
         self.application = env.get("TESSERA_APPLICATION", "")
         self.max_body_bytes = _int_env(env, "TESSERA_MAX_BODY_BYTES", 10 * 1024 * 1024, 0, 1 << 40)
         self.expose_tracebacks = env.get("TESSERA_EXPOSE_TRACEBACKS") == "1"
-        self.drain_timeout_s = float(env.get("TESSERA_DRAIN_TIMEOUT_S") or 30)
+        try:
+            self.drain_timeout_s = float(env.get("TESSERA_DRAIN_TIMEOUT_S") or 30)
+        except ValueError:
+            raise ValueError("TESSERA_DRAIN_TIMEOUT_S must be a number, got %r" % env.get("TESSERA_DRAIN_TIMEOUT_S"))
+        if not 0 <= self.drain_timeout_s < float("inf"):
+            raise ValueError("TESSERA_DRAIN_TIMEOUT_S must be a non-negative number")
 
 
 def _int_env(env: Dict[str, str], name: str, default: Optional[int], lo: int, hi: int) -> int:
@@ -245,6 +250,12 @@ class Replica:
                     return
         except (ConnectionError, asyncio.CancelledError):
             linger = False
+            return
+        except Exception as e:
+            # A runtime bug must cost one connection, never the server; the log says what happened.
+            linger = False
+            self.log.error("runtime error", error="%s: %s" % (type(e).__name__, e),
+                           traceback="".join(traceback.format_exception(type(e), e, e.__traceback__)))
             return
         finally:
             if linger:
