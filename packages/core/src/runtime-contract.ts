@@ -39,3 +39,42 @@ export const RUNTIME_PATHS = {
 
 /** Header carrying the request id through every hop (gateway, handles, logs). */
 export const REQUEST_ID_HEADER = "x-request-id";
+
+/** What a driver knows about one replica, turned into the RUNTIME_ENV variables by `runtimeEnv`. */
+export interface RuntimeEnvInput {
+  port: number;
+  host?: string;
+  codeDir: string;
+  entry: string;
+  userConfig: Record<string, unknown>;
+  deployment: string;
+  revision: string;
+  replica: string;
+  application: string;
+  maxBodyBytes: number;
+  exposeTracebacks: boolean;
+  drainTimeoutS: number;
+  handleUrl?: string;
+  handleToken?: string;
+}
+
+/** The exact environment contract of a replica (without PATH/HOME, which launchers add). */
+export function runtimeEnv(input: RuntimeEnvInput): Record<string, string> {
+  const env: Record<string, string> = {
+    [RUNTIME_ENV.PORT]: String(input.port),
+    [RUNTIME_ENV.HOST]: input.host ?? "127.0.0.1",
+    [RUNTIME_ENV.CODE_DIR]: input.codeDir,
+    [RUNTIME_ENV.ENTRY]: input.entry,
+    [RUNTIME_ENV.USER_CONFIG]: JSON.stringify(input.userConfig),
+    [RUNTIME_ENV.DEPLOYMENT]: input.deployment,
+    [RUNTIME_ENV.REVISION]: input.revision,
+    [RUNTIME_ENV.REPLICA]: input.replica,
+    [RUNTIME_ENV.APPLICATION]: input.application,
+    [RUNTIME_ENV.MAX_BODY_BYTES]: String(input.maxBodyBytes),
+    [RUNTIME_ENV.EXPOSE_TRACEBACKS]: input.exposeTracebacks ? "1" : "0",
+    [RUNTIME_ENV.DRAIN_TIMEOUT_S]: String(input.drainTimeoutS),
+  };
+  if (input.handleUrl !== undefined) env[RUNTIME_ENV.HANDLE_URL] = input.handleUrl;
+  if (input.handleToken !== undefined) env[RUNTIME_ENV.HANDLE_TOKEN] = input.handleToken;
+  return env;
+}
