@@ -39,7 +39,10 @@ export function aggregateOngoingSamples(members: readonly string[], opts: Window
       continue;
     }
     let list = byGateway.get(s.gatewayId);
-    if (!list) byGateway.set(s.gatewayId, (list = []));
+    if (!list) {
+      list = [];
+      byGateway.set(s.gatewayId, list);
+    }
     // A gateway clock slightly ahead of ours must not hide its newest sample.
     list.push({ at: Math.min(s.at, opts.now), ongoing: s.ongoing });
   }
