@@ -10,7 +10,7 @@ import {
   scalingEvents,
 } from "@tessera/db";
 import { createTestDatabase, type TestDatabase, testRedisPrefix } from "@tessera/db/testing";
-import { asc, eq } from "drizzle-orm";
+import { asc, eq, inArray } from "drizzle-orm";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type AutoscalerHandle, policyStateKey, startAutoscaler } from "../src/autoscaling/index.js";
@@ -360,5 +360,41 @@ describe("autoscaler loop", () => {
     expect(await targetOf(id)).toBe(3);
     expect(await targetOf(neighbour)).toBe(1);
     for (const e of await eventsOf(id)) expect(e.metrics).toMatchObject({ quotaMaxReplicas: 3 });
+  });
+
+  it("hysteresis state persisted in Redis survives a restart, and is dropped when the count moved", async () => {
+    const slow = {
+      minReplicas: 1,
+      maxReplicas: 10,
+      targetOngoingRequests: 2,
+      upscaleDelayS: 600,
+      downscaleDelayS: 600,
+    };
+    // Parked while the state is seeded, so the running loop cannot write its own over it.
+    const restored = await createDeployment({
+      scaling: { autoscaling: slow },
+      targetReplicas: 3,
+      state: "parked",
+    });
+    const stale = await createDeployment({
+      scaling: { autoscaling: slow },
+      targetReplicas: 3,
+      state: "parked",
+    });
+    const hourAgo = Date.now() - 3600_000;
+    // What a previous provisioner left behind: load has been low for an hour.
+    const state = (forReplicas: number) =>
+      JSON.stringify({ forReplicas, upSince: null, downSince: hourAgo, zeroSince: hourAgo });
+    await redis.set(policyStateKey(prefix, restored), state(3));
+    // Computed for another replica count (the operator or a wake changed it since): not applicable.
+    await redis.set(policyStateKey(prefix, stale), state(5));
+    await t.db
+      .update(deployments)
+      .set({ state: "ready" })
+      .where(inArray(deployments.id, [restored, stale]));
+    await waitForTarget(restored, 1);
+    await waitTicks(5);
+    expect(await targetOf(stale)).toBe(3);
+    expect((await eventsOf(restored)).map((e) => e.reason)).toEqual(["downscale"]);
   });
 });
