@@ -76,6 +76,16 @@ let gateways: GatewaySimulator;
 let autoscaler: AutoscalerHandle;
 let orgId: string;
 
+/** Loop timings scaled down from the production defaults (1 s tick, 30 s look-back). */
+const fastLoop = {
+  intervalMs: 100,
+  lookbackMs: 500,
+  bucketMs: 100,
+  staleMs: 300,
+  wakeDebounceMs: 1000,
+  log: () => {},
+};
+
 const fast = { targetOngoingRequests: 2, upscaleDelayS: 0.3, downscaleDelayS: 0.4 };
 
 interface Setup {
@@ -184,12 +194,7 @@ beforeAll(async () => {
     redis,
     prefix,
     queue,
-    intervalMs: 100,
-    lookbackMs: 500,
-    bucketMs: 100,
-    staleMs: 300,
-    wakeDebounceMs: 1000,
-    log: () => {},
+    ...fastLoop,
   });
   await autoscaler.ready;
 });
@@ -396,5 +401,27 @@ describe("autoscaler loop", () => {
     await waitTicks(5);
     expect(await targetOf(stale)).toBe(3);
     expect((await eventsOf(restored)).map((e) => e.reason)).toEqual(["downscale"]);
+  });
+
+  // Last: it stops the file's main instance.
+  it("several instances: one leader acts, another takes over when it stops", async () => {
+    const second = startAutoscaler({ db: t.db, redis, prefix, queue, ...fastLoop });
+    try {
+      await second.ready;
+      await waitFor("the second instance to tick", () => (second.stats().ticks >= 3 ? true : undefined));
+      expect(autoscaler.stats().leader).toBe(true);
+      expect(second.stats().leader).toBe(false);
+      await autoscaler.stop();
+      await waitFor("a new leader", () => (second.stats().leader ? true : undefined));
+      // The new leader does the work: a deployment created now still gets scaled.
+      const id = await createDeployment({
+        scaling: { autoscaling: { minReplicas: 1, maxReplicas: 2, ...fast, upscaleDelayS: 0 } },
+        targetReplicas: 1,
+      });
+      gateways.set(id, { "gw-a": 10 });
+      await waitForTarget(id, 2);
+    } finally {
+      await second.stop();
+    }
   });
 });

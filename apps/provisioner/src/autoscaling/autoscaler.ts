@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { type JobQueue, redisKeys } from "@tessera/core";
 import {
   clusters,
@@ -10,6 +11,7 @@ import {
 } from "@tessera/db";
 import { and, eq, inArray, isNull, notInArray, sql } from "drizzle-orm";
 import type { Redis } from "ioredis";
+import { acquireOrRenewLease, leaderLeaseKey, releaseLease } from "./leader-lease.js";
 import { decideReplicas, type PolicyDecision, type ScalingReason } from "./policy.js";
 import {
   clearPolicyState,
@@ -46,6 +48,8 @@ export interface AutoscalerStats {
   lastError: string | null;
   scalingChanges: number;
   wakes: number;
+  /** Whether this instance held the leader lease at its last tick. */
+  leader: boolean;
 }
 
 export interface AutoscalerHandle {
@@ -95,7 +99,18 @@ export function startAutoscaler(options: AutoscalerOptions): AutoscalerHandle {
   const wakeDebounceMs = options.wakeDebounceMs ?? 2000;
   const log = options.log ?? defaultLog;
 
-  const stats: AutoscalerStats = { ticks: 0, lastTickAt: null, lastError: null, scalingChanges: 0, wakes: 0 };
+  const stats: AutoscalerStats = {
+    ticks: 0,
+    lastTickAt: null,
+    lastError: null,
+    scalingChanges: 0,
+    wakes: 0,
+    leader: false,
+  };
+  const holder = randomUUID();
+  const leaseKey = leaderLeaseKey(keys.prefix);
+  // Long enough to survive a slow tick, short enough that a dead leader is replaced quickly.
+  const leaseTtlMs = Math.max(intervalMs * 5, 2000);
   // Target changes whose job could not be enqueued (Redis hiccup): retried every tick.
   const pendingJobs = new Map<string, string>();
   const warnedInvalid = new Set<string>();
@@ -236,6 +251,12 @@ export function startAutoscaler(options: AutoscalerOptions): AutoscalerHandle {
   }
 
   async function tick(): Promise<void> {
+    stats.leader = await acquireOrRenewLease(redis, leaseKey, holder, leaseTtlMs);
+    if (!stats.leader) {
+      // Jobs for targets this instance wrote before it lost the lease (or from wakes) still go out.
+      await flushJobs();
+      return;
+    }
     const now = Date.now();
     const all = await loadDeployments();
 
@@ -402,11 +423,17 @@ export function startAutoscaler(options: AutoscalerOptions): AutoscalerHandle {
     ready,
     stats: () => ({ ...stats }),
     async stop() {
+      if (stopped) return;
       stopped = true;
       if (timer) clearTimeout(timer);
       await inFlight;
       await Promise.all([...wakesInFlight]);
       await subscriber.quit().catch(() => subscriber.disconnect());
+      if (stats.leader) {
+        // Hand over at once instead of making the next instance wait out the lease.
+        await releaseLease(redis, leaseKey, holder).catch(() => {});
+        stats.leader = false;
+      }
     },
   };
 }
