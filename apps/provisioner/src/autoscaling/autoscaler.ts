@@ -313,10 +313,15 @@ export function startAutoscaler(options: AutoscalerOptions): AutoscalerHandle {
           gateways: window.gateways,
           latestOngoing: window.points.at(-1)?.ongoing ?? 0,
         });
-        if (await writeTarget(d, decision.desired, decision.reason, metrics)) {
-          // Later deployments of the same cluster see this one's new size in their quota.
-          d.targetReplicas = decision.desired;
-          toSave.set(d.id, { ...decision.state, forReplicas: decision.desired });
+        try {
+          if (await writeTarget(d, decision.desired, decision.reason, metrics)) {
+            // Later deployments of the same cluster see this one's new size in their quota.
+            d.targetReplicas = decision.desired;
+            toSave.set(d.id, { ...decision.state, forReplicas: decision.desired });
+          }
+        } catch (err) {
+          // One deployment's failed write must not starve the others of their decisions.
+          log("error", "could not write scaling decision", { deploymentId: d.id, err: String(err) });
         }
       }
       await savePolicyStates(redis, keys.prefix, toSave);
