@@ -1,0 +1,135 @@
+import { authSessions, users } from "@tessera/db";
+import { eq } from "drizzle-orm";
+import { fetchRequestHandler } from "@trpc/server/adapters/fetch";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  appRouter,
+  createContext,
+  createSession,
+  grantPlatformAdmin,
+  revokeSession,
+  signUp,
+  validateSession,
+  verifyCredentials,
+} from "../src/index.js";
+import { createTestEnv, failure, type TestEnv } from "./helpers.js";
+
+let env: TestEnv;
+beforeAll(async () => {
+  env = await createTestEnv("apiauth");
+});
+afterAll(async () => {
+  await env?.tdb.drop();
+});
+
+describe("sign-up and sign-in", () => {
+  it("signs up with an argon2 hash and a personal organisation owned by the user", async () => {
+    const { user, org } = await signUp(env.db, { email: "  Ada@Example.com ", password: "s3cret-enough", name: "Ada" }, { adminEmails: [] });
+    expect(user.email).toBe("ada@example.com");
+    expect(user.isPlatformAdmin).toBe(false);
+    expect(org.slug).toBe("ada");
+    const [row] = await env.db.select().from(users).where(eq(users.id, user.id));
+    expect(row!.passwordHash).toMatch(/^\$argon2id\$/);
+    expect(row!.passwordHash).not.toContain("s3cret-enough");
+
+    const { sessionId } = await createSession(env.db, user.id);
+    const me = await (await env.caller({ sessionId })).auth.me();
+    expect(me.user.id).toBe(user.id);
+    expect(me.orgs).toEqual([expect.objectContaining({ id: org.id, slug: "ada", role: "owner" })]);
+  });
+
+  it("makes the personal organisation slug unique", async () => {
+    const a = await signUp(env.db, { email: "ada@other.org", password: "s3cret-enough" }, { adminEmails: [] });
+    expect(a.org.slug).toBe("ada-2");
+  });
+
+  it("verifies credentials, rejecting a wrong password and an unknown email alike", async () => {
+    expect((await verifyCredentials(env.db, "ADA@example.com", "s3cret-enough"))?.email).toBe("ada@example.com");
+    expect(await verifyCredentials(env.db, "ada@example.com", "wrong-password")).toBeNull();
+    expect(await verifyCredentials(env.db, "nobody@example.com", "s3cret-enough")).toBeNull();
+    expect(await verifyCredentials(env.db, "ada@example.com", "")).toBeNull();
+  });
+
+  it("refuses a duplicate email with CONFLICT, also through the router", async () => {
+    const err = await failure(signUp(env.db, { email: "ada@example.com", password: "another-pass" }));
+    expect(err.code).toBe("CONFLICT");
+    expect(err.fieldErrors).toEqual({ email: "already registered" });
+    const anon = await env.caller(null);
+    expect((await failure(anon.auth.signUp({ email: "ADA@example.com", password: "another-pass" }))).code).toBe("CONFLICT");
+  });
+
+  it("gives field errors for a bad email or short password", async () => {
+    const anon = await env.caller(null);
+    const err = await failure(anon.auth.signUp({ email: "not-an-email", password: "short" }));
+    expect(err.code).toBe("VALIDATION_FAILED");
+    expect(err.fieldErrors).toEqual({ email: "must be a valid email address", password: "at least 8 characters" });
+  });
+
+  it("makes TESSERA_ADMIN_EMAILS users platform admins, and grantPlatformAdmin others", async () => {
+    const prev = process.env.TESSERA_ADMIN_EMAILS;
+    process.env.TESSERA_ADMIN_EMAILS = "ops@example.com, root@example.com";
+    try {
+      const { user } = await signUp(env.db, { email: "Root@Example.com", password: "s3cret-enough" });
+      expect(user.isPlatformAdmin).toBe(true);
+    } finally {
+      process.env.TESSERA_ADMIN_EMAILS = prev;
+    }
+    const u = await env.user("later-admin@example.com");
+    expect((await failure(u.api.admin.users())).code).toBe("FORBIDDEN");
+    expect((await grantPlatformAdmin(env.db, "LATER-admin@example.com")).isPlatformAdmin).toBe(true);
+    // The caller re-reads the user per request, so the grant applies to the next one.
+    const again = await env.caller({ sessionId: u.sessionId });
+    const all = await again.admin.users({ search: "example.com" });
+    expect(all.map((x) => x.email)).toContain("ada@example.com");
+    expect((await failure(grantPlatformAdmin(env.db, "ghost@example.com"))).code).toBe("NOT_FOUND");
+  });
+});
+
+describe("sessions", () => {
+  it("rejects an expired session", async () => {
+    const u = await env.user("expiry@example.com");
+    const { sessionId } = await createSession(env.db, u.id, -1);
+    expect(await validateSession(env.db, sessionId)).toBeNull();
+    const api = await env.caller({ sessionId });
+    expect((await failure(api.auth.me())).code).toBe("UNAUTHENTICATED");
+    expect((await failure(api.orgs.get({ orgId: u.orgId }))).code).toBe("UNAUTHENTICATED");
+  });
+
+  it("rejects a revoked session, and signOut revokes the calling one", async () => {
+    const u = await env.user("revoke@example.com");
+    expect((await validateSession(env.db, u.sessionId))?.userId).toBe(u.id);
+    expect(await revokeSession(env.db, u.sessionId)).toBe(true);
+    expect(await validateSession(env.db, u.sessionId)).toBeNull();
+    expect((await failure((await env.caller({ sessionId: u.sessionId })).auth.me())).code).toBe("UNAUTHENTICATED");
+
+    const { sessionId } = await createSession(env.db, u.id, 3600);
+    const api = await env.caller({ sessionId });
+    await api.auth.signOut();
+    expect(await env.db.select().from(authSessions).where(eq(authSessions.id, sessionId))).toEqual([]);
+    expect((await failure((await env.caller({ sessionId })).auth.me())).code).toBe("UNAUTHENTICATED");
+  });
+
+  it("treats a malformed session id as no session instead of a database error", async () => {
+    expect(await validateSession(env.db, "not-a-uuid")).toBeNull();
+    expect((await failure((await env.caller({ sessionId: "'; drop table users" })).auth.me())).code).toBe("UNAUTHENTICATED");
+  });
+});
+
+describe("error format on the wire", () => {
+  it("puts the Tessera code and field errors in data over HTTP", async () => {
+    const handle = (req: Request) =>
+      fetchRequestHandler({ endpoint: "/api/trpc", req, router: appRouter, createContext: () => createContext({ db: env.db, jobs: env.jobs, auth: null }) });
+    const bad = await handle(
+      new Request("http://x/api/trpc/auth.signUp", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ email: "x", password: "p" }) }),
+    );
+    expect(bad.status).toBe(400);
+    const body = (await bad.json()) as { error: { data: { code: string; fieldErrors: Record<string, string>; trpcCode: string } } };
+    expect(body.error.data.code).toBe("VALIDATION_FAILED");
+    expect(body.error.data.trpcCode).toBe("BAD_REQUEST");
+    expect(body.error.data.fieldErrors.password).toBe("at least 8 characters");
+
+    const unauth = await handle(new Request("http://x/api/trpc/auth.me"));
+    expect(unauth.status).toBe(401);
+    expect(((await unauth.json()) as { error: { data: { code: string } } }).error.data.code).toBe("UNAUTHENTICATED");
+  });
+});
