@@ -1,6 +1,14 @@
 import { hash as argonHash, verify as argonVerify } from "@node-rs/argon2";
 import { apiKeyMatches, parseApiKey } from "@tessera/core";
-import { apiKeys, auditLog, authSessions, type Database, memberships, organisations, users } from "@tessera/db";
+import {
+  apiKeys,
+  auditLog,
+  authSessions,
+  type Database,
+  memberships,
+  organisations,
+  users,
+} from "@tessera/db";
 import { and, eq, gt, isNull, sql } from "drizzle-orm";
 import { z } from "zod";
 import { apiError, isUniqueViolation, validationError } from "./errors.js";
@@ -94,13 +102,20 @@ export async function signUp(
       return { user: user!, org: org! };
     });
   } catch (err) {
-    if (isUniqueViolation(err)) throw apiError("CONFLICT", "an account with this email already exists", { fieldErrors: { email: "already registered" } });
+    if (isUniqueViolation(err))
+      throw apiError("CONFLICT", "an account with this email already exists", {
+        fieldErrors: { email: "already registered" },
+      });
     throw err;
   }
 }
 
 /** Returns the user when email and password match, else null (unknown email and wrong password look alike). */
-export async function verifyCredentials(db: Database, emailAddr: string, plain: string): Promise<PublicUser | null> {
+export async function verifyCredentials(
+  db: Database,
+  emailAddr: string,
+  plain: string,
+): Promise<PublicUser | null> {
   const addr = typeof emailAddr === "string" ? emailAddr.trim().toLowerCase() : "";
   if (typeof plain !== "string" || plain.length === 0 || plain.length > 200) return null;
   const [row] = await db
@@ -125,7 +140,10 @@ export async function createSession(
   ttlSeconds = DEFAULT_SESSION_TTL_S,
 ): Promise<{ sessionId: string; userId: string; expiresAt: Date }> {
   const expiresAt = new Date(Date.now() + ttlSeconds * 1000);
-  const [row] = await db.insert(authSessions).values({ userId, expiresAt }).returning({ id: authSessions.id });
+  const [row] = await db
+    .insert(authSessions)
+    .values({ userId, expiresAt })
+    .returning({ id: authSessions.id });
   return { sessionId: row!.id, userId, expiresAt };
 }
 
@@ -151,13 +169,19 @@ export async function validateSession(
 
 export async function revokeSession(db: Database, sessionId: string): Promise<boolean> {
   if (!isUuid(sessionId)) return false;
-  const rows = await db.delete(authSessions).where(eq(authSessions.id, sessionId)).returning({ id: authSessions.id });
+  const rows = await db
+    .delete(authSessions)
+    .where(eq(authSessions.id, sessionId))
+    .returning({ id: authSessions.id });
   return rows.length > 0;
 }
 
 /** Sign out everywhere (e.g. after a password change). */
 export async function revokeUserSessions(db: Database, userId: string): Promise<number> {
-  const rows = await db.delete(authSessions).where(eq(authSessions.userId, userId)).returning({ id: authSessions.id });
+  const rows = await db
+    .delete(authSessions)
+    .where(eq(authSessions.userId, userId))
+    .returning({ id: authSessions.id });
   return rows.length;
 }
 
@@ -165,11 +189,19 @@ export async function revokeUserSessions(db: Database, userId: string): Promise<
  * Resolve a `tsk_...` key to its organisation: found by the clear prefix, compared by hash in
  * constant time, rejected once revoked. Records `last_used_at` (best effort, at most once a minute).
  */
-export async function verifyApiKey(db: Database, key: string): Promise<{ apiKeyId: string; orgId: string } | null> {
+export async function verifyApiKey(
+  db: Database,
+  key: string,
+): Promise<{ apiKeyId: string; orgId: string } | null> {
   const parsed = typeof key === "string" ? parseApiKey(key) : null;
   if (!parsed) return null;
   const [row] = await db
-    .select({ id: apiKeys.id, orgId: apiKeys.orgId, keyHash: apiKeys.keyHash, lastUsedAt: apiKeys.lastUsedAt })
+    .select({
+      id: apiKeys.id,
+      orgId: apiKeys.orgId,
+      keyHash: apiKeys.keyHash,
+      lastUsedAt: apiKeys.lastUsedAt,
+    })
     .from(apiKeys)
     .where(and(eq(apiKeys.prefix, parsed.prefix), isNull(apiKeys.revokedAt)))
     .limit(1);
@@ -183,8 +215,20 @@ export async function verifyApiKey(db: Database, key: string): Promise<{ apiKeyI
 /** Make an existing user a platform admin (read-only access across organisations). */
 export async function grantPlatformAdmin(db: Database, emailAddr: string): Promise<PublicUser> {
   const addr = emailAddr.trim().toLowerCase();
-  const [user] = await db.update(users).set({ isPlatformAdmin: true }).where(eq(users.email, addr)).returning(publicUserColumns);
+  const [user] = await db
+    .update(users)
+    .set({ isPlatformAdmin: true })
+    .where(eq(users.email, addr))
+    .returning(publicUserColumns);
   if (!user) throw apiError("NOT_FOUND", `no user with email ${addr}`);
-  await db.insert(auditLog).values({ orgId: null, userId: null, action: "admin.grantPlatformAdmin", targetId: user.id, details: { email: addr } });
+  await db
+    .insert(auditLog)
+    .values({
+      orgId: null,
+      userId: null,
+      action: "admin.grantPlatformAdmin",
+      targetId: user.id,
+      details: { email: addr },
+    });
   return user;
 }

@@ -12,7 +12,12 @@ export type Caller =
   | { kind: "anonymous" };
 
 /** What the HTTP layer hands over: a session id (from the next-auth JWT) or a raw Authorization header. */
-export type AuthInput = { sessionId: string } | { authorization: string | null | undefined } | { apiKey: string } | null | undefined;
+export type AuthInput =
+  | { sessionId: string }
+  | { authorization: string | null | undefined }
+  | { apiKey: string }
+  | null
+  | undefined;
 
 /** Mutable per-call audit record; the audit middleware writes it after a successful mutation. */
 export interface AuditDraft {

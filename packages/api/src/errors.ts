@@ -1,4 +1,4 @@
-import { type ErrorCode, fieldErrors, httpStatusOf, TesseraError } from "@tessera/core";
+import { type ErrorCode, httpStatusOf, TesseraError } from "@tessera/core";
 import { TRPCError } from "@trpc/server";
 import { ZodError } from "zod";
 
@@ -49,9 +49,33 @@ export function apiError(code: ErrorCode, message: string, details?: unknown): T
   });
 }
 
+type Issue = { path: PropertyKey[]; message: string; code?: string; issues?: Issue[] };
+
+/**
+ * `path -> first message`, like core's `fieldErrors`, but descending into zod 4's nested issues
+ * (an invalid record key reports "Invalid key in record" with the real reason inside), so a bad
+ * file path in a code bundle says why.
+ */
+export function issueFieldErrors(error: { issues: readonly Issue[] }): Record<string, string> {
+  const out: Record<string, string> = {};
+  const visit = (issues: readonly Issue[], base: PropertyKey[]) => {
+    for (const issue of issues) {
+      const path = [...base, ...issue.path];
+      if (issue.code === "invalid_key" && issue.issues?.length) {
+        visit(issue.issues, path);
+        continue;
+      }
+      const key = path.map(String).join(".") || "_";
+      if (!(key in out)) out[key] = issue.message;
+    }
+  };
+  visit(error.issues, []);
+  return out;
+}
+
 /** A zod failure reported as VALIDATION_FAILED with `path -> message`; `prefix` roots the paths. */
 export function validationError(error: ZodError, prefix?: string): TRPCError {
-  const fields = fieldErrors(error);
+  const fields = issueFieldErrors(error);
   const rooted = prefix
     ? Object.fromEntries(Object.entries(fields).map(([k, v]) => [k === "_" ? prefix : `${prefix}.${k}`, v]))
     : fields;
@@ -84,7 +108,7 @@ export function describeError(err: unknown): DescribedError {
     };
   }
   if (cause instanceof ZodError) {
-    const fields = fieldErrors(cause);
+    const fields = issueFieldErrors(cause);
     const first = Object.entries(fields)[0];
     return {
       code: "VALIDATION_FAILED",
@@ -101,11 +125,20 @@ export function describeError(err: unknown): DescribedError {
 }
 
 /** `{error: {code, message, details?}}` as the gateway and REST surfaces answer. */
-export function toHttpError(err: unknown): { status: number; body: { error: { code: ErrorCode; message: string; details?: unknown } } } {
+export function toHttpError(err: unknown): {
+  status: number;
+  body: { error: { code: ErrorCode; message: string; details?: unknown } };
+} {
   const d = describeError(err);
   return {
     status: d.httpStatus,
-    body: { error: { code: d.code, message: d.message, ...(d.fieldErrors ? { details: { fieldErrors: d.fieldErrors } } : {}) } },
+    body: {
+      error: {
+        code: d.code,
+        message: d.message,
+        ...(d.fieldErrors ? { details: { fieldErrors: d.fieldErrors } } : {}),
+      },
+    },
   };
 }
 

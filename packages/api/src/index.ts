@@ -14,8 +14,23 @@ export {
   verifyApiKey,
   verifyCredentials,
 } from "./auth.js";
-export { type AuthInput, bearerToken, type Caller, type Context, type CreateContextOptions, createContext, resolveCaller } from "./context.js";
+export {
+  type AuthInput,
+  bearerToken,
+  type Caller,
+  type Context,
+  type CreateContextOptions,
+  createContext,
+  resolveCaller,
+} from "./context.js";
 export { apiError, type DescribedError, describeError, toHttpError, validationError } from "./errors.js";
-export { type AppRouter, appRouter, createAppCaller, createCaller, type RouterInputs, type RouterOutputs } from "./router.js";
+export {
+  type AppRouter,
+  appRouter,
+  createAppCaller,
+  createCaller,
+  type RouterInputs,
+  type RouterOutputs,
+} from "./router.js";
 export { clusterQuota, DEFAULT_CLUSTER_QUOTA } from "./routers/clusters.js";
 export { adminProcedure, authedProcedure, orgProcedure, publicProcedure, ROLE_RANK } from "./trpc.js";

@@ -24,7 +24,11 @@ export async function uniqueSlug(db: Executor, text: string): Promise<string> {
   const base = slugify(text);
   const candidates = [base, ...Array.from({ length: 8 }, (_, i) => `${base}-${i + 2}`)];
   for (const c of candidates) {
-    const [hit] = await db.select({ id: organisations.id }).from(organisations).where(eq(organisations.slug, c)).limit(1);
+    const [hit] = await db
+      .select({ id: organisations.id })
+      .from(organisations)
+      .where(eq(organisations.slug, c))
+      .limit(1);
     if (!hit) return c;
   }
   return `${base}-${randomBytes(3).toString("hex")}`;

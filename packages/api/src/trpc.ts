@@ -58,7 +58,12 @@ export const publicProcedure = t.procedure.use(audited);
 /** A signed-in user (session); API keys are not users. */
 export const authedProcedure = publicProcedure.use(({ ctx, next }) => {
   if (ctx.caller.kind !== "user") {
-    throw apiError("UNAUTHENTICATED", ctx.caller.kind === "apiKey" ? "this procedure needs a signed-in user, not an API key" : "sign in first");
+    throw apiError(
+      "UNAUTHENTICATED",
+      ctx.caller.kind === "apiKey"
+        ? "this procedure needs a signed-in user, not an API key"
+        : "sign in first",
+    );
   }
   return next({ ctx: { user: ctx.caller.user, sessionId: ctx.caller.sessionId } });
 });
@@ -91,14 +96,21 @@ export function orgProcedure(minRole: Role) {
     };
     if (c.kind === "apiKey") {
       if (c.orgId === input.orgId) {
-        [org] = await ctx.db.select(cols).from(organisations).where(eq(organisations.id, input.orgId)).limit(1);
+        [org] = await ctx.db
+          .select(cols)
+          .from(organisations)
+          .where(eq(organisations.id, input.orgId))
+          .limit(1);
         callerRole = "admin";
       }
     } else {
       const [row] = await ctx.db
         .select({ ...cols, role: memberships.role })
         .from(organisations)
-        .innerJoin(memberships, and(eq(memberships.orgId, organisations.id), eq(memberships.userId, c.user.id)))
+        .innerJoin(
+          memberships,
+          and(eq(memberships.orgId, organisations.id), eq(memberships.userId, c.user.id)),
+        )
         .where(eq(organisations.id, input.orgId))
         .limit(1);
       if (row) {
@@ -108,7 +120,8 @@ export function orgProcedure(minRole: Role) {
       }
     }
     if (!org || !callerRole) throw apiError("NOT_FOUND", "organisation not found");
-    if (ROLE_RANK[callerRole] < ROLE_RANK[minRole]) throw apiError("FORBIDDEN", `this needs the ${minRole} role; you are ${callerRole}`);
+    if (ROLE_RANK[callerRole] < ROLE_RANK[minRole])
+      throw apiError("FORBIDDEN", `this needs the ${minRole} role; you are ${callerRole}`);
     ctx.audit.orgId = org.id;
     return next({
       ctx: {

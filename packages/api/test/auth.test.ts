@@ -1,6 +1,6 @@
 import { authSessions, users } from "@tessera/db";
-import { eq } from "drizzle-orm";
 import { fetchRequestHandler } from "@trpc/server/adapters/fetch";
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   appRouter,
@@ -24,7 +24,11 @@ afterAll(async () => {
 
 describe("sign-up and sign-in", () => {
   it("signs up with an argon2 hash and a personal organisation owned by the user", async () => {
-    const { user, org } = await signUp(env.db, { email: "  Ada@Example.com ", password: "s3cret-enough", name: "Ada" }, { adminEmails: [] });
+    const { user, org } = await signUp(
+      env.db,
+      { email: "  Ada@Example.com ", password: "s3cret-enough", name: "Ada" },
+      { adminEmails: [] },
+    );
     expect(user.email).toBe("ada@example.com");
     expect(user.isPlatformAdmin).toBe(false);
     expect(org.slug).toBe("ada");
@@ -39,12 +43,18 @@ describe("sign-up and sign-in", () => {
   });
 
   it("makes the personal organisation slug unique", async () => {
-    const a = await signUp(env.db, { email: "ada@other.org", password: "s3cret-enough" }, { adminEmails: [] });
+    const a = await signUp(
+      env.db,
+      { email: "ada@other.org", password: "s3cret-enough" },
+      { adminEmails: [] },
+    );
     expect(a.org.slug).toBe("ada-2");
   });
 
   it("verifies credentials, rejecting a wrong password and an unknown email alike", async () => {
-    expect((await verifyCredentials(env.db, "ADA@example.com", "s3cret-enough"))?.email).toBe("ada@example.com");
+    expect((await verifyCredentials(env.db, "ADA@example.com", "s3cret-enough"))?.email).toBe(
+      "ada@example.com",
+    );
     expect(await verifyCredentials(env.db, "ada@example.com", "wrong-password")).toBeNull();
     expect(await verifyCredentials(env.db, "nobody@example.com", "s3cret-enough")).toBeNull();
     expect(await verifyCredentials(env.db, "ada@example.com", "")).toBeNull();
@@ -55,14 +65,19 @@ describe("sign-up and sign-in", () => {
     expect(err.code).toBe("CONFLICT");
     expect(err.fieldErrors).toEqual({ email: "already registered" });
     const anon = await env.caller(null);
-    expect((await failure(anon.auth.signUp({ email: "ADA@example.com", password: "another-pass" }))).code).toBe("CONFLICT");
+    expect(
+      (await failure(anon.auth.signUp({ email: "ADA@example.com", password: "another-pass" }))).code,
+    ).toBe("CONFLICT");
   });
 
   it("gives field errors for a bad email or short password", async () => {
     const anon = await env.caller(null);
     const err = await failure(anon.auth.signUp({ email: "not-an-email", password: "short" }));
     expect(err.code).toBe("VALIDATION_FAILED");
-    expect(err.fieldErrors).toEqual({ email: "must be a valid email address", password: "at least 8 characters" });
+    expect(err.fieldErrors).toEqual({
+      email: "must be a valid email address",
+      password: "at least 8 characters",
+    });
   });
 
   it("makes TESSERA_ADMIN_EMAILS users platform admins, and grantPlatformAdmin others", async () => {
@@ -100,7 +115,9 @@ describe("sessions", () => {
     expect((await validateSession(env.db, u.sessionId))?.userId).toBe(u.id);
     expect(await revokeSession(env.db, u.sessionId)).toBe(true);
     expect(await validateSession(env.db, u.sessionId)).toBeNull();
-    expect((await failure((await env.caller({ sessionId: u.sessionId })).auth.me())).code).toBe("UNAUTHENTICATED");
+    expect((await failure((await env.caller({ sessionId: u.sessionId })).auth.me())).code).toBe(
+      "UNAUTHENTICATED",
+    );
 
     const { sessionId } = await createSession(env.db, u.id, 3600);
     const api = await env.caller({ sessionId });
@@ -111,25 +128,40 @@ describe("sessions", () => {
 
   it("treats a malformed session id as no session instead of a database error", async () => {
     expect(await validateSession(env.db, "not-a-uuid")).toBeNull();
-    expect((await failure((await env.caller({ sessionId: "'; drop table users" })).auth.me())).code).toBe("UNAUTHENTICATED");
+    expect((await failure((await env.caller({ sessionId: "'; drop table users" })).auth.me())).code).toBe(
+      "UNAUTHENTICATED",
+    );
   });
 });
 
 describe("error format on the wire", () => {
   it("puts the Tessera code and field errors in data over HTTP", async () => {
     const handle = (req: Request) =>
-      fetchRequestHandler({ endpoint: "/api/trpc", req, router: appRouter, createContext: () => createContext({ db: env.db, jobs: env.jobs, auth: null }) });
+      fetchRequestHandler({
+        endpoint: "/api/trpc",
+        req,
+        router: appRouter,
+        createContext: () => createContext({ db: env.db, jobs: env.jobs, auth: null }),
+      });
     const bad = await handle(
-      new Request("http://x/api/trpc/auth.signUp", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ email: "x", password: "p" }) }),
+      new Request("http://x/api/trpc/auth.signUp", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "x", password: "p" }),
+      }),
     );
     expect(bad.status).toBe(400);
-    const body = (await bad.json()) as { error: { data: { code: string; fieldErrors: Record<string, string>; trpcCode: string } } };
+    const body = (await bad.json()) as {
+      error: { data: { code: string; fieldErrors: Record<string, string>; trpcCode: string } };
+    };
     expect(body.error.data.code).toBe("VALIDATION_FAILED");
     expect(body.error.data.trpcCode).toBe("BAD_REQUEST");
     expect(body.error.data.fieldErrors.password).toBe("at least 8 characters");
 
     const unauth = await handle(new Request("http://x/api/trpc/auth.me"));
     expect(unauth.status).toBe(401);
-    expect(((await unauth.json()) as { error: { data: { code: string } } }).error.data.code).toBe("UNAUTHENTICATED");
+    expect(((await unauth.json()) as { error: { data: { code: string } } }).error.data.code).toBe(
+      "UNAUTHENTICATED",
+    );
   });
 });

@@ -13,14 +13,25 @@ import { type AuthInput, createCaller, createSession, describeError, signUp } fr
 export class RecordingJobQueue implements JobQueue {
   readonly enqueued: { job: ControlJob; orgId: string | null; jobId: string }[] = [];
   constructor(private readonly db: Database) {}
-  async enqueue(job: ControlJob, opts: { dedupeKey?: string; orgId?: string | null } = {}): Promise<{ jobId: string }> {
+  async enqueue(
+    job: ControlJob,
+    opts: { dedupeKey?: string; orgId?: string | null } = {},
+  ): Promise<{ jobId: string }> {
     const dedupeKey = opts.dedupeKey ?? `${job.kind}:${jobSubjectId(job)}`;
     const [row] = await this.db
       .insert(jobs)
-      .values({ orgId: opts.orgId ?? null, kind: job.kind, dedupeKey, subjectId: jobSubjectId(job), payload: job as unknown as Record<string, unknown> })
+      .values({
+        orgId: opts.orgId ?? null,
+        kind: job.kind,
+        dedupeKey,
+        subjectId: jobSubjectId(job),
+        payload: job as unknown as Record<string, unknown>,
+      })
       .onConflictDoNothing()
       .returning({ id: jobs.id });
-    const jobId = row?.id ?? (await this.db.select({ id: jobs.id }).from(jobs).where(eq(jobs.dedupeKey, dedupeKey)))[0]!.id;
+    const jobId =
+      row?.id ??
+      (await this.db.select({ id: jobs.id }).from(jobs).where(eq(jobs.dedupeKey, dedupeKey)))[0]!.id;
     this.enqueued.push({ job, orgId: opts.orgId ?? null, jobId });
     return { jobId };
   }
@@ -55,9 +66,19 @@ export async function createTestEnv(label: string): Promise<TestEnv> {
     jobs: queue,
     caller: (auth) => createCaller({ db: tdb.db, jobs: queue, auth }),
     async user(email, opts = {}) {
-      const { user, org } = await signUp(tdb.db, { email, password: "correct horse battery", name: email.split("@")[0] }, { adminEmails: opts.adminEmails ?? [] });
+      const { user, org } = await signUp(
+        tdb.db,
+        { email, password: "correct horse battery", name: email.split("@")[0] },
+        { adminEmails: opts.adminEmails ?? [] },
+      );
       const { sessionId } = await createSession(tdb.db, user.id);
-      return { id: user.id, email: user.email, orgId: org.id, sessionId, api: await env.caller({ sessionId }) };
+      return {
+        id: user.id,
+        email: user.email,
+        orgId: org.id,
+        sessionId,
+        api: await env.caller({ sessionId }),
+      };
     },
   };
   return env;
@@ -83,4 +104,6 @@ export const sampleConfig = {
   maxOngoingRequests: 4,
 };
 
-export const sampleCode = { files: { "handler.py": "class Echo:\n    def __call__(self, body):\n        return body\n" } };
+export const sampleCode = {
+  files: { "handler.py": "class Echo:\n    def __call__(self, body):\n        return body\n" },
+};

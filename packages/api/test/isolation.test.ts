@@ -46,11 +46,17 @@ const REFUSED = ["NOT_FOUND", "FORBIDDEN"];
 /** Fails if anything of org B shows up in a result. */
 const revealsNothingOfB = (result: unknown) => {
   const text = JSON.stringify(result);
-  for (const [k, v] of Object.entries(w.B)) if (typeof v === "string" && v.length > 8) expect(text, `leaks B.${k}`).not.toContain(v);
+  for (const [k, v] of Object.entries(w.B))
+    if (typeof v === "string" && v.length > 8) expect(text, `leaks B.${k}`).not.toContain(v);
 };
 
 const fixtures: Record<string, (w: World) => Case[]> = {
-  "auth.signUp": () => [{ input: () => ({ email: `fresh-${++signUps}@example.com`, password: "another-password" }), check: revealsNothingOfB }],
+  "auth.signUp": () => [
+    {
+      input: () => ({ email: `fresh-${++signUps}@example.com`, password: "another-password" }),
+      check: revealsNothingOfB,
+    },
+  ],
   "auth.me": () => [{ input: undefined, check: revealsNothingOfB }],
   // Signs out the caller's own session only; run last (see the ordering below).
   "auth.signOut": () => [{ input: undefined, check: revealsNothingOfB }],
@@ -59,7 +65,10 @@ const fixtures: Record<string, (w: World) => Case[]> = {
   "orgs.get": ({ B }) => [{ input: { orgId: B.orgId } }],
   "orgs.update": ({ B }) => [{ input: { orgId: B.orgId, name: "pwned" } }],
   "orgs.delete": ({ B }) => [{ input: { orgId: B.orgId } }],
-  "members.list": ({ A, B }) => [{ input: { orgId: B.orgId } }, { input: { orgId: A.orgId }, check: revealsNothingOfB }],
+  "members.list": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId }, check: revealsNothingOfB },
+  ],
   "members.setRole": ({ A, B }) => [
     { input: { orgId: B.orgId, userId: B.memberId, role: "owner" } },
     { input: { orgId: A.orgId, userId: B.memberId, role: "owner" } },
@@ -69,7 +78,10 @@ const fixtures: Record<string, (w: World) => Case[]> = {
     { input: { orgId: A.orgId, userId: B.userId } },
   ],
   "members.leave": ({ B }) => [{ input: { orgId: B.orgId } }],
-  "invitations.list": ({ A, B }) => [{ input: { orgId: B.orgId } }, { input: { orgId: A.orgId }, check: revealsNothingOfB }],
+  "invitations.list": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId }, check: revealsNothingOfB },
+  ],
   "invitations.create": ({ B }) => [{ input: { orgId: B.orgId, email: "x@example.com", role: "owner" } }],
   "invitations.revoke": ({ A, B }) => [
     { input: { orgId: B.orgId, invitationId: B.invitationId } },
@@ -77,21 +89,36 @@ const fixtures: Record<string, (w: World) => Case[]> = {
   ],
   // The token is the credential: an unknown one finds nothing, B's own one is for another email.
   "invitations.lookup": () => [{ input: { token: "not-a-real-invitation-token" } }],
-  "invitations.accept": ({ B }) => [{ input: { token: B.invitationToken } }, { input: { token: "not-a-real-invitation-token" } }],
-  "apiKeys.list": ({ A, B }) => [{ input: { orgId: B.orgId } }, { input: { orgId: A.orgId }, check: revealsNothingOfB }],
+  "invitations.accept": ({ B }) => [
+    { input: { token: B.invitationToken } },
+    { input: { token: "not-a-real-invitation-token" } },
+  ],
+  "apiKeys.list": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId }, check: revealsNothingOfB },
+  ],
   "apiKeys.create": ({ B }) => [{ input: { orgId: B.orgId, name: "mine now" } }],
   "apiKeys.revoke": ({ A, B }) => [
     { input: { orgId: B.orgId, apiKeyId: B.apiKeyId } },
     { input: { orgId: A.orgId, apiKeyId: B.apiKeyId } },
   ],
-  "clusters.list": ({ A, B }) => [{ input: { orgId: B.orgId } }, { input: { orgId: A.orgId }, check: revealsNothingOfB }],
-  "clusters.get": ({ A, B }) => [{ input: { orgId: B.orgId, clusterId: B.clusterId } }, { input: { orgId: A.orgId, clusterId: B.clusterId } }],
+  "clusters.list": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId }, check: revealsNothingOfB },
+  ],
+  "clusters.get": ({ A, B }) => [
+    { input: { orgId: B.orgId, clusterId: B.clusterId } },
+    { input: { orgId: A.orgId, clusterId: B.clusterId } },
+  ],
   "clusters.create": ({ B }) => [{ input: { orgId: B.orgId, name: "intruder" } }],
   "clusters.update": ({ A, B }) => [
     { input: { orgId: B.orgId, clusterId: B.clusterId, name: "renamed" } },
     { input: { orgId: A.orgId, clusterId: B.clusterId, name: "renamed" } },
   ],
-  "clusters.delete": ({ A, B }) => [{ input: { orgId: B.orgId, clusterId: B.clusterId } }, { input: { orgId: A.orgId, clusterId: B.clusterId } }],
+  "clusters.delete": ({ A, B }) => [
+    { input: { orgId: B.orgId, clusterId: B.clusterId } },
+    { input: { orgId: A.orgId, clusterId: B.clusterId } },
+  ],
   "applications.list": ({ A, B }) => [
     { input: { orgId: B.orgId } },
     { input: { orgId: A.orgId, clusterId: B.clusterId }, check: revealsNothingOfB },
@@ -117,16 +144,48 @@ const fixtures: Record<string, (w: World) => Case[]> = {
     { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
   ],
   "deployments.deploy": ({ A, B }) => [
-    { input: { orgId: B.orgId, applicationId: B.applicationId, name: "echo", config: sampleConfig, code: sampleCode, prevVersion: B.version } },
-    { input: { orgId: A.orgId, applicationId: B.applicationId, name: "echo", config: sampleConfig, code: sampleCode, prevVersion: B.version } },
+    {
+      input: {
+        orgId: B.orgId,
+        applicationId: B.applicationId,
+        name: "echo",
+        config: sampleConfig,
+        code: sampleCode,
+        prevVersion: B.version,
+      },
+    },
+    {
+      input: {
+        orgId: A.orgId,
+        applicationId: B.applicationId,
+        name: "echo",
+        config: sampleConfig,
+        code: sampleCode,
+        prevVersion: B.version,
+      },
+    },
   ],
   "deployments.updateScaling": ({ A, B }) => [
     { input: { orgId: B.orgId, deploymentId: B.deploymentId, numReplicas: 0 } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId, numReplicas: 0 } },
   ],
   "deployments.rollback": ({ A, B }) => [
-    { input: { orgId: B.orgId, deploymentId: B.deploymentId, revisionId: B.revisionId, prevVersion: B.version } },
-    { input: { orgId: A.orgId, deploymentId: B.deploymentId, revisionId: B.revisionId, prevVersion: B.version } },
+    {
+      input: {
+        orgId: B.orgId,
+        deploymentId: B.deploymentId,
+        revisionId: B.revisionId,
+        prevVersion: B.version,
+      },
+    },
+    {
+      input: {
+        orgId: A.orgId,
+        deploymentId: B.deploymentId,
+        revisionId: B.revisionId,
+        prevVersion: B.version,
+      },
+    },
     // A's own deployment, B's revision: must not copy B's code into A.
     { input: { orgId: A.orgId, deploymentId: A.deploymentId, revisionId: B.revisionId, prevVersion: 1 } },
   ],
@@ -149,10 +208,19 @@ const fixtures: Record<string, (w: World) => Case[]> = {
   "deployments.logs": ({ A, B }) => [
     { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
-    { input: { orgId: A.orgId, deploymentId: A.deploymentId, replicaId: B.replicaId }, check: revealsNothingOfB },
+    {
+      input: { orgId: A.orgId, deploymentId: A.deploymentId, replicaId: B.replicaId },
+      check: revealsNothingOfB,
+    },
   ],
-  "jobs.get": ({ A, B }) => [{ input: { orgId: B.orgId, jobId: B.jobId } }, { input: { orgId: A.orgId, jobId: B.jobId } }],
-  "environments.get": ({ A, B }) => [{ input: { orgId: B.orgId, hash: B.envHash } }, { input: { orgId: A.orgId, hash: B.envHash } }],
+  "jobs.get": ({ A, B }) => [
+    { input: { orgId: B.orgId, jobId: B.jobId } },
+    { input: { orgId: A.orgId, jobId: B.jobId } },
+  ],
+  "environments.get": ({ A, B }) => [
+    { input: { orgId: B.orgId, hash: B.envHash } },
+    { input: { orgId: A.orgId, hash: B.envHash } },
+  ],
   "admin.organisations": () => [{ input: {} }],
   "admin.clusters": () => [{ input: {} }],
   "admin.deployments": () => [{ input: {} }],
@@ -186,7 +254,9 @@ async function snapshotB(): Promise<string> {
 }
 
 function call(api: unknown, path: string, input: unknown): Promise<unknown> {
-  const fn = path.split(".").reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], api) as (i: unknown) => Promise<unknown>;
+  const fn = path.split(".").reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], api) as (
+    i: unknown,
+  ) => Promise<unknown>;
   return fn(input);
 }
 
@@ -238,8 +308,24 @@ beforeAll(async () => {
       resources: { cpus: 0.5, gpus: 0, memoryMb: 256 },
     })
     .returning();
-  await env.db.insert(replicaLogs).values({ orgId: b.orgId, deploymentId: B.first.deployment.id, replicaId: replica!.id, level: "error", message: "B's secret log line" });
-  await env.db.insert(scalingEvents).values({ orgId: b.orgId, deploymentId: B.first.deployment.id, fromReplicas: 2, toReplicas: 3, reason: "autoscale" });
+  await env.db
+    .insert(replicaLogs)
+    .values({
+      orgId: b.orgId,
+      deploymentId: B.first.deployment.id,
+      replicaId: replica!.id,
+      level: "error",
+      message: "B's secret log line",
+    });
+  await env.db
+    .insert(scalingEvents)
+    .values({
+      orgId: b.orgId,
+      deploymentId: B.first.deployment.id,
+      fromReplicas: 2,
+      toReplicas: 3,
+      reason: "autoscale",
+    });
 
   w = {
     A: {
@@ -287,7 +373,9 @@ describe("tenant isolation", () => {
   it("refuses or hides org B's objects from org A on every procedure, by session and by API key, changing nothing", async () => {
     const before = await snapshotB();
     // signOut ends the session the other calls use, so it runs last.
-    const paths = Object.keys(appRouter._def.procedures).sort((x, y) => Number(x === "auth.signOut") - Number(y === "auth.signOut"));
+    const paths = Object.keys(appRouter._def.procedures).sort(
+      (x, y) => Number(x === "auth.signOut") - Number(y === "auth.signOut"),
+    );
     const outcomes: string[] = [];
     let expected = 0;
     for (const path of paths) {

@@ -16,7 +16,9 @@ const like = (s: string) => `%${s.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 export const adminRouter = router({
   organisations: adminProcedure.input(page.optional()).query(({ ctx, input }) => {
     const p = page.parse(input ?? {});
-    const where: SQL | undefined = p.search ? or(ilike(organisations.name, like(p.search)), ilike(organisations.slug, like(p.search))) : undefined;
+    const where: SQL | undefined = p.search
+      ? or(ilike(organisations.name, like(p.search)), ilike(organisations.slug, like(p.search)))
+      : undefined;
     return ctx.db
       .select({
         id: organisations.id,
@@ -36,52 +38,64 @@ export const adminRouter = router({
       .offset(p.offset);
   }),
 
-  clusters: adminProcedure.input(page.extend({ orgId: z.uuid().optional() }).optional()).query(({ ctx, input }) => {
-    const p = page.extend({ orgId: z.uuid().optional() }).parse(input ?? {});
-    return ctx.db
-      .select({ ...clusterColumns, orgSlug: organisations.slug })
-      .from(clusters)
-      .innerJoin(organisations, eq(organisations.id, clusters.orgId))
-      .where(
-        and(
-          isNull(clusters.deletedAt),
-          p.orgId ? eq(clusters.orgId, p.orgId) : undefined,
-          p.search ? or(ilike(clusters.name, like(p.search)), ilike(organisations.slug, like(p.search))) : undefined,
-        ),
-      )
-      .orderBy(desc(clusters.createdAt))
-      .limit(p.limit)
-      .offset(p.offset);
-  }),
+  clusters: adminProcedure
+    .input(page.extend({ orgId: z.uuid().optional() }).optional())
+    .query(({ ctx, input }) => {
+      const p = page.extend({ orgId: z.uuid().optional() }).parse(input ?? {});
+      return ctx.db
+        .select({ ...clusterColumns, orgSlug: organisations.slug })
+        .from(clusters)
+        .innerJoin(organisations, eq(organisations.id, clusters.orgId))
+        .where(
+          and(
+            isNull(clusters.deletedAt),
+            p.orgId ? eq(clusters.orgId, p.orgId) : undefined,
+            p.search
+              ? or(ilike(clusters.name, like(p.search)), ilike(organisations.slug, like(p.search)))
+              : undefined,
+          ),
+        )
+        .orderBy(desc(clusters.createdAt))
+        .limit(p.limit)
+        .offset(p.offset);
+    }),
 
-  deployments: adminProcedure.input(page.extend({ orgId: z.uuid().optional() }).optional()).query(({ ctx, input }) => {
-    const p = page.extend({ orgId: z.uuid().optional() }).parse(input ?? {});
-    return ctx.db
-      .select({
-        id: deployments.id,
-        orgId: deployments.orgId,
-        orgSlug: organisations.slug,
-        applicationName: applications.name,
-        name: deployments.name,
-        state: deployments.state,
-        version: deployments.version,
-        targetReplicas: deployments.targetReplicas,
-        updatedAt: deployments.updatedAt,
-      })
-      .from(deployments)
-      .innerJoin(organisations, eq(organisations.id, deployments.orgId))
-      .innerJoin(applications, eq(applications.id, deployments.applicationId))
-      .where(
-        and(
-          isNull(deployments.deletedAt),
-          p.orgId ? eq(deployments.orgId, p.orgId) : undefined,
-          p.search ? or(ilike(deployments.name, like(p.search)), ilike(organisations.slug, like(p.search)), ilike(applications.name, like(p.search))) : undefined,
-        ),
-      )
-      .orderBy(desc(deployments.updatedAt))
-      .limit(p.limit)
-      .offset(p.offset);
-  }),
+  deployments: adminProcedure
+    .input(page.extend({ orgId: z.uuid().optional() }).optional())
+    .query(({ ctx, input }) => {
+      const p = page.extend({ orgId: z.uuid().optional() }).parse(input ?? {});
+      return ctx.db
+        .select({
+          id: deployments.id,
+          orgId: deployments.orgId,
+          orgSlug: organisations.slug,
+          applicationName: applications.name,
+          name: deployments.name,
+          state: deployments.state,
+          version: deployments.version,
+          targetReplicas: deployments.targetReplicas,
+          updatedAt: deployments.updatedAt,
+        })
+        .from(deployments)
+        .innerJoin(organisations, eq(organisations.id, deployments.orgId))
+        .innerJoin(applications, eq(applications.id, deployments.applicationId))
+        .where(
+          and(
+            isNull(deployments.deletedAt),
+            p.orgId ? eq(deployments.orgId, p.orgId) : undefined,
+            p.search
+              ? or(
+                  ilike(deployments.name, like(p.search)),
+                  ilike(organisations.slug, like(p.search)),
+                  ilike(applications.name, like(p.search)),
+                )
+              : undefined,
+          ),
+        )
+        .orderBy(desc(deployments.updatedAt))
+        .limit(p.limit)
+        .offset(p.offset);
+    }),
 
   users: adminProcedure.input(page.optional()).query(({ ctx, input }) => {
     const p = page.parse(input ?? {});

@@ -18,12 +18,18 @@ const publicColumns = {
 
 export const apiKeysRouter = router({
   list: orgProcedure("member").query(({ ctx }) =>
-    ctx.db.select(publicColumns).from(apiKeys).where(eq(apiKeys.orgId, ctx.org.id)).orderBy(desc(apiKeys.createdAt)),
+    ctx.db
+      .select(publicColumns)
+      .from(apiKeys)
+      .where(eq(apiKeys.orgId, ctx.org.id))
+      .orderBy(desc(apiKeys.createdAt)),
   ),
 
   /** `key` is returned here and never again; the database keeps its SHA-256 and the prefix. */
   create: orgProcedure("admin")
-    .input(z.object({ name: z.string().trim().min(1, "must not be empty").max(100, "at most 100 characters") }))
+    .input(
+      z.object({ name: z.string().trim().min(1, "must not be empty").max(100, "at most 100 characters") }),
+    )
     .mutation(async ({ ctx, input }) => {
       const { key, prefix, hash } = generateApiKey();
       const [apiKey] = await ctx.db

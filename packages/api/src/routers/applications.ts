@@ -30,7 +30,13 @@ export const applicationsRouter = router({
       const [app] = await ctx.db
         .select()
         .from(applications)
-        .where(and(eq(applications.id, input.applicationId), eq(applications.orgId, ctx.org.id), isNull(applications.deletedAt)));
+        .where(
+          and(
+            eq(applications.id, input.applicationId),
+            eq(applications.orgId, ctx.org.id),
+            isNull(applications.deletedAt),
+          ),
+        );
       if (!app) throw apiError("NOT_FOUND", "application not found");
       const deps = await ctx.db
         .select({
@@ -44,7 +50,13 @@ export const applicationsRouter = router({
           updatedAt: deployments.updatedAt,
         })
         .from(deployments)
-        .where(and(eq(deployments.applicationId, app.id), eq(deployments.orgId, ctx.org.id), isNull(deployments.deletedAt)))
+        .where(
+          and(
+            eq(deployments.applicationId, app.id),
+            eq(deployments.orgId, ctx.org.id),
+            isNull(deployments.deletedAt),
+          ),
+        )
         .orderBy(asc(deployments.createdAt));
       return { ...app, deployments: deps };
     }),
@@ -55,18 +67,28 @@ export const applicationsRouter = router({
       const [cluster] = await ctx.db
         .select({ id: clusters.id })
         .from(clusters)
-        .where(and(eq(clusters.id, input.clusterId), eq(clusters.orgId, ctx.org.id), isNull(clusters.deletedAt)));
+        .where(
+          and(eq(clusters.id, input.clusterId), eq(clusters.orgId, ctx.org.id), isNull(clusters.deletedAt)),
+        );
       if (!cluster) throw apiError("NOT_FOUND", "cluster not found");
       try {
         const [app] = await ctx.db
           .insert(applications)
-          .values({ orgId: ctx.org.id, clusterId: cluster.id, name: input.name, ingressDeployment: input.ingressDeployment ?? null })
+          .values({
+            orgId: ctx.org.id,
+            clusterId: cluster.id,
+            name: input.name,
+            ingressDeployment: input.ingressDeployment ?? null,
+          })
           .returning();
         ctx.audit.targetId = app!.id;
         ctx.audit.details = { name: input.name, clusterId: cluster.id };
         return app!;
       } catch (err) {
-        if (isUniqueViolation(err)) throw apiError("CONFLICT", "an application with that name exists", { fieldErrors: { name: "already used" } });
+        if (isUniqueViolation(err))
+          throw apiError("CONFLICT", "an application with that name exists", {
+            fieldErrors: { name: "already used" },
+          });
         throw err;
       }
     }),
@@ -83,7 +105,13 @@ export const applicationsRouter = router({
         const [a] = await tx
           .update(applications)
           .set({ deletedAt: now })
-          .where(and(eq(applications.id, input.applicationId), eq(applications.orgId, ctx.org.id), isNull(applications.deletedAt)))
+          .where(
+            and(
+              eq(applications.id, input.applicationId),
+              eq(applications.orgId, ctx.org.id),
+              isNull(applications.deletedAt),
+            ),
+          )
           .returning();
         if (!a) throw apiError("NOT_FOUND", "application not found");
         await tx
@@ -92,7 +120,10 @@ export const applicationsRouter = router({
           .where(and(eq(deployments.applicationId, a.id), isNull(deployments.deletedAt)));
         return a;
       });
-      const { jobId } = await ctx.jobs.enqueue({ kind: "deleteApplication", applicationId: app.id }, { orgId: ctx.org.id });
+      const { jobId } = await ctx.jobs.enqueue(
+        { kind: "deleteApplication", applicationId: app.id },
+        { orgId: ctx.org.id },
+      );
       ctx.audit.targetId = app.id;
       ctx.audit.details = { name: app.name, jobId };
       return { application: app, jobId };

@@ -12,7 +12,13 @@ export const authRouter = router({
 
   me: authedProcedure.query(async ({ ctx }) => {
     const orgs = await ctx.db
-      .select({ id: organisations.id, slug: organisations.slug, name: organisations.name, personal: organisations.personal, role: memberships.role })
+      .select({
+        id: organisations.id,
+        slug: organisations.slug,
+        name: organisations.name,
+        personal: organisations.personal,
+        role: memberships.role,
+      })
       .from(memberships)
       .innerJoin(organisations, eq(organisations.id, memberships.orgId))
       .where(eq(memberships.userId, ctx.user.id))

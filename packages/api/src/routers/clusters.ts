@@ -33,7 +33,8 @@ export const clusterColumns = {
 const clusterId = z.object({ clusterId: z.uuid() });
 
 const conflictOnName = (err: unknown): never => {
-  if (isUniqueViolation(err)) throw apiError("CONFLICT", "a cluster with that name exists", { fieldErrors: { name: "already used" } });
+  if (isUniqueViolation(err))
+    throw apiError("CONFLICT", "a cluster with that name exists", { fieldErrors: { name: "already used" } });
   throw err;
 };
 
@@ -52,7 +53,9 @@ export const clustersRouter = router({
       const [row] = await ctx.db
         .select(clusterColumns)
         .from(clusters)
-        .where(and(eq(clusters.id, input.clusterId), eq(clusters.orgId, ctx.org.id), isNull(clusters.deletedAt)));
+        .where(
+          and(eq(clusters.id, input.clusterId), eq(clusters.orgId, ctx.org.id), isNull(clusters.deletedAt)),
+        );
       if (!row) throw apiError("NOT_FOUND", "cluster not found");
       const [apps] = await ctx.db
         .select({ n: count() })
@@ -73,10 +76,19 @@ export const clustersRouter = router({
     .mutation(async ({ ctx, input }) => {
       const [row] = await ctx.db
         .insert(clusters)
-        .values({ orgId: ctx.org.id, name: input.name, driver: input.driver, region: input.region, quota: input.quota ?? DEFAULT_CLUSTER_QUOTA })
+        .values({
+          orgId: ctx.org.id,
+          name: input.name,
+          driver: input.driver,
+          region: input.region,
+          quota: input.quota ?? DEFAULT_CLUSTER_QUOTA,
+        })
         .returning(clusterColumns)
         .catch(conflictOnName);
-      const { jobId } = await ctx.jobs.enqueue({ kind: "provisionCluster", clusterId: row!.id }, { orgId: ctx.org.id });
+      const { jobId } = await ctx.jobs.enqueue(
+        { kind: "provisionCluster", clusterId: row!.id },
+        { orgId: ctx.org.id },
+      );
       ctx.audit.targetId = row!.id;
       ctx.audit.details = { name: input.name, driver: input.driver, jobId };
       return { cluster: row!, jobId };
@@ -89,15 +101,23 @@ export const clustersRouter = router({
       const set: Partial<typeof clusters.$inferInsert> = {};
       if (input.name !== undefined) set.name = input.name;
       if (input.quota !== undefined) set.quota = input.quota;
-      if (Object.keys(set).length === 0) throw apiError("VALIDATION_FAILED", "nothing to update", { fieldErrors: { _: "give name or quota" } });
+      if (Object.keys(set).length === 0)
+        throw apiError("VALIDATION_FAILED", "nothing to update", {
+          fieldErrors: { _: "give name or quota" },
+        });
       const [row] = await ctx.db
         .update(clusters)
         .set(set)
-        .where(and(eq(clusters.id, input.clusterId), eq(clusters.orgId, ctx.org.id), isNull(clusters.deletedAt)))
+        .where(
+          and(eq(clusters.id, input.clusterId), eq(clusters.orgId, ctx.org.id), isNull(clusters.deletedAt)),
+        )
         .returning(clusterColumns)
         .catch(conflictOnName);
       if (!row) throw apiError("NOT_FOUND", "cluster not found");
-      const { jobId } = await ctx.jobs.enqueue({ kind: "provisionCluster", clusterId: row.id }, { orgId: ctx.org.id, dedupeKey: `provisionCluster:${row.id}:${Date.now()}` });
+      const { jobId } = await ctx.jobs.enqueue(
+        { kind: "provisionCluster", clusterId: row.id },
+        { orgId: ctx.org.id, dedupeKey: `provisionCluster:${row.id}:${Date.now()}` },
+      );
       ctx.audit.targetId = row.id;
       ctx.audit.details = { ...set, jobId };
       return { cluster: row, jobId };
@@ -111,14 +131,17 @@ export const clustersRouter = router({
         const [c] = await tx
           .select({ id: clusters.id })
           .from(clusters)
-          .where(and(eq(clusters.id, input.clusterId), eq(clusters.orgId, ctx.org.id), isNull(clusters.deletedAt)))
+          .where(
+            and(eq(clusters.id, input.clusterId), eq(clusters.orgId, ctx.org.id), isNull(clusters.deletedAt)),
+          )
           .for("update");
         if (!c) throw apiError("NOT_FOUND", "cluster not found");
         const [apps] = await tx
           .select({ n: count() })
           .from(applications)
           .where(and(eq(applications.clusterId, c.id), isNull(applications.deletedAt)));
-        if ((apps?.n ?? 0) > 0) throw apiError("CONFLICT", "the cluster still has applications; delete them first");
+        if ((apps?.n ?? 0) > 0)
+          throw apiError("CONFLICT", "the cluster still has applications; delete them first");
         const [updated] = await tx
           .update(clusters)
           .set({ state: "deleting", deletedAt: new Date() })
@@ -126,7 +149,10 @@ export const clustersRouter = router({
           .returning(clusterColumns);
         return updated!;
       });
-      const { jobId } = await ctx.jobs.enqueue({ kind: "destroyCluster", clusterId: row.id }, { orgId: ctx.org.id });
+      const { jobId } = await ctx.jobs.enqueue(
+        { kind: "destroyCluster", clusterId: row.id },
+        { orgId: ctx.org.id },
+      );
       ctx.audit.targetId = row.id;
       ctx.audit.details = { jobId };
       return { cluster: row, jobId };

@@ -5,16 +5,24 @@ import {
   type DeploymentConfig,
   deploymentConfig,
   environmentHash,
-  fieldErrors,
   initialReplicaCount,
   normaliseEnvironmentSpec,
   scalingConfig,
   slug,
 } from "@tessera/core";
-import { applications, type Database, deployments, environments, replicaLogs, replicas, revisions, scalingEvents } from "@tessera/db";
+import {
+  applications,
+  type Database,
+  deployments,
+  environments,
+  replicaLogs,
+  replicas,
+  revisions,
+  scalingEvents,
+} from "@tessera/db";
 import { and, asc, desc, eq, gt, inArray, isNull, type SQL } from "drizzle-orm";
 import { z } from "zod";
-import { apiError, isUniqueViolation } from "../errors.js";
+import { apiError, issueFieldErrors, isUniqueViolation } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
 
 type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
@@ -52,6 +60,12 @@ function targetAfterRedeploy(c: DeploymentConfig, current: number): number {
   return current;
 }
 
+/** A redeploy (or rollback) whose config names replicas or autoscaling adopts that scaling. */
+function redeployScaling(c: DeploymentConfig, currentTarget: number): ScalingState | undefined {
+  if (c.numReplicas === undefined && !c.autoscaling) return undefined;
+  return { scaling: scalingOf(c), targetReplicas: targetAfterRedeploy(c, currentTarget) };
+}
+
 /** Validate config and code together so the caller sees every field error in one round trip. */
 function parseDeployInput(config: unknown, code: unknown): { config: DeploymentConfig; code: CodeBundle } {
   const c = deploymentConfig.safeParse(config);
@@ -59,19 +73,26 @@ function parseDeployInput(config: unknown, code: unknown): { config: DeploymentC
   if (c.success && b.success) return { config: c.data, code: b.data };
   const errors: Record<string, string> = {};
   const add = (prefix: string, e: z.ZodError) => {
-    for (const [k, v] of Object.entries(fieldErrors(e))) errors[k === "_" ? prefix : `${prefix}.${k}`] = v;
+    for (const [k, v] of Object.entries(issueFieldErrors(e)))
+      errors[k === "_" ? prefix : `${prefix}.${k}`] = v;
   };
   if (!c.success) add("config", c.error);
   if (!b.success) add("code", b.error);
   const [first] = Object.entries(errors);
-  throw apiError("VALIDATION_FAILED", `invalid deployment: ${first![0]}: ${first![1]}`, { fieldErrors: errors });
+  throw apiError("VALIDATION_FAILED", `invalid deployment: ${first![0]}: ${first![1]}`, {
+    fieldErrors: errors,
+  });
 }
 
 async function ensureEnvironment(db: Database, config: DeploymentConfig): Promise<string> {
   const hash = environmentHash(config.runtime, config.environment);
   await db
     .insert(environments)
-    .values({ hash, runtime: config.runtime, spec: normaliseEnvironmentSpec(config.environment) as Record<string, unknown> })
+    .values({
+      hash,
+      runtime: config.runtime,
+      spec: normaliseEnvironmentSpec(config.environment) as Record<string, unknown>,
+    })
     .onConflictDoNothing();
   return hash;
 }
@@ -84,7 +105,14 @@ async function ensureEnvironment(db: Database, config: DeploymentConfig): Promis
 async function commitRevision(
   tx: Tx,
   dep: { id: string; orgId: string; version: number },
-  opts: { prevVersion: number; config: Record<string, unknown>; code: CodeBundle; envHash: string; createdBy: string | null; scaling?: ScalingState },
+  opts: {
+    prevVersion: number;
+    config: Record<string, unknown>;
+    code: CodeBundle;
+    envHash: string;
+    createdBy: string | null;
+    scaling?: ScalingState;
+  },
 ) {
   const revisionId = randomUUID();
   const version = opts.prevVersion + 1;
@@ -99,7 +127,13 @@ async function commitRevision(
       updatedAt: now,
       ...(opts.scaling ?? {}),
     })
-    .where(and(eq(deployments.id, dep.id), eq(deployments.version, opts.prevVersion), isNull(deployments.deletedAt)))
+    .where(
+      and(
+        eq(deployments.id, dep.id),
+        eq(deployments.version, opts.prevVersion),
+        isNull(deployments.deletedAt),
+      ),
+    )
     .returning();
   if (!updated) throw versionConflict(dep.version, opts.prevVersion);
   const [revision] = await tx
@@ -187,12 +221,20 @@ export const deploymentsRouter = router({
    * inserts the next revision; finally enqueues `deployRevision`.
    */
   deploy: orgProcedure("admin")
-    .input(z.object({ applicationId: z.uuid(), name: slug, config: z.unknown(), code: z.unknown(), prevVersion }))
+    .input(
+      z.object({ applicationId: z.uuid(), name: slug, config: z.unknown(), code: z.unknown(), prevVersion }),
+    )
     .mutation(async ({ ctx, input }) => {
       const [app] = await ctx.db
         .select()
         .from(applications)
-        .where(and(eq(applications.id, input.applicationId), eq(applications.orgId, ctx.org.id), isNull(applications.deletedAt)));
+        .where(
+          and(
+            eq(applications.id, input.applicationId),
+            eq(applications.orgId, ctx.org.id),
+            isNull(applications.deletedAt),
+          ),
+        );
       if (!app) throw apiError("NOT_FOUND", "application not found");
       const { config, code } = parseDeployInput(input.config, input.code);
       const envHash = await ensureEnvironment(ctx.db, config);
@@ -202,7 +244,13 @@ export const deploymentsRouter = router({
           let [dep] = await tx
             .select()
             .from(deployments)
-            .where(and(eq(deployments.applicationId, app.id), eq(deployments.name, input.name), isNull(deployments.deletedAt)))
+            .where(
+              and(
+                eq(deployments.applicationId, app.id),
+                eq(deployments.name, input.name),
+                isNull(deployments.deletedAt),
+              ),
+            )
             .for("update");
           const created = !dep;
           if (!dep) {
@@ -223,10 +271,7 @@ export const deploymentsRouter = router({
               .set({ ingressDeployment: input.name })
               .where(and(eq(applications.id, app.id), isNull(applications.ingressDeployment)));
           }
-          const scaling =
-            created || (config.numReplicas === undefined && !config.autoscaling)
-              ? undefined
-              : { scaling: scalingOf(config), targetReplicas: targetAfterRedeploy(config, dep!.targetReplicas) };
+          const scaling = created ? undefined : redeployScaling(config, dep!.targetReplicas);
           const out = await commitRevision(tx, dep!, {
             prevVersion: input.prevVersion,
             config: config as unknown as Record<string, unknown>,
@@ -242,9 +287,18 @@ export const deploymentsRouter = router({
         if (isUniqueViolation(err)) throw versionConflict(1, input.prevVersion);
         throw err;
       }
-      const { jobId } = await ctx.jobs.enqueue({ kind: "deployRevision", revisionId: result.revision.id }, { orgId: ctx.org.id });
+      const { jobId } = await ctx.jobs.enqueue(
+        { kind: "deployRevision", revisionId: result.revision.id },
+        { orgId: ctx.org.id },
+      );
       ctx.audit.targetId = result.deployment.id;
-      ctx.audit.details = { revisionId: result.revision.id, version: result.revision.version, envHash, created: result.created, jobId };
+      ctx.audit.details = {
+        revisionId: result.revision.id,
+        version: result.revision.version,
+        envHash,
+        created: result.created,
+        jobId,
+      };
       return { deployment: result.deployment, revision: result.revision, jobId };
     }),
 
@@ -257,7 +311,13 @@ export const deploymentsRouter = router({
         const [old] = await tx
           .select()
           .from(revisions)
-          .where(and(eq(revisions.id, input.revisionId), eq(revisions.deploymentId, dep.id), eq(revisions.orgId, ctx.org.id)));
+          .where(
+            and(
+              eq(revisions.id, input.revisionId),
+              eq(revisions.deploymentId, dep.id),
+              eq(revisions.orgId, ctx.org.id),
+            ),
+          );
         if (!old) throw apiError("NOT_FOUND", "revision not found");
         const out = await commitRevision(tx, dep, {
           prevVersion: input.prevVersion,
@@ -265,12 +325,22 @@ export const deploymentsRouter = router({
           code: old.code,
           envHash: old.envHash,
           createdBy: ctx.userId,
+          // Stored configs were validated on deploy; parsing again re-applies defaults added since.
+          scaling: redeployScaling(deploymentConfig.parse(old.config), dep.targetReplicas),
         });
         return { ...out, fromVersion: old.version };
       });
-      const { jobId } = await ctx.jobs.enqueue({ kind: "deployRevision", revisionId: result.revision.id }, { orgId: ctx.org.id });
+      const { jobId } = await ctx.jobs.enqueue(
+        { kind: "deployRevision", revisionId: result.revision.id },
+        { orgId: ctx.org.id },
+      );
       ctx.audit.targetId = result.deployment.id;
-      ctx.audit.details = { revisionId: result.revision.id, version: result.revision.version, fromVersion: result.fromVersion, jobId };
+      ctx.audit.details = {
+        revisionId: result.revision.id,
+        version: result.revision.version,
+        fromVersion: result.fromVersion,
+        jobId,
+      };
       return { deployment: result.deployment, revision: result.revision, jobId };
     }),
 
@@ -278,14 +348,21 @@ export const deploymentsRouter = router({
   updateScaling: orgProcedure("admin")
     .input(deploymentId.extend({ numReplicas: z.unknown().optional(), autoscaling: z.unknown().optional() }))
     .mutation(async ({ ctx, input }) => {
-      const parsed = scalingConfig.safeParse({ numReplicas: input.numReplicas, autoscaling: input.autoscaling });
+      const parsed = scalingConfig.safeParse({
+        numReplicas: input.numReplicas,
+        autoscaling: input.autoscaling,
+      });
       if (!parsed.success) {
-        const errors = fieldErrors(parsed.error);
-        throw apiError("VALIDATION_FAILED", `invalid scaling: ${Object.entries(errors)[0]!.join(": ")}`, { fieldErrors: errors });
+        const errors = issueFieldErrors(parsed.error);
+        throw apiError("VALIDATION_FAILED", `invalid scaling: ${Object.entries(errors)[0]!.join(": ")}`, {
+          fieldErrors: errors,
+        });
       }
       const s = parsed.data;
       if (s.numReplicas === undefined && !s.autoscaling) {
-        throw apiError("VALIDATION_FAILED", "give numReplicas or autoscaling", { fieldErrors: { numReplicas: "give numReplicas or autoscaling" } });
+        throw apiError("VALIDATION_FAILED", "give numReplicas or autoscaling", {
+          fieldErrors: { numReplicas: "give numReplicas or autoscaling" },
+        });
       }
       const result = await ctx.db.transaction(async (tx) => {
         const dep = await lockDeployment(tx, ctx.org.id, input.deploymentId);
@@ -310,9 +387,17 @@ export const deploymentsRouter = router({
         }
         return { deployment: updated!, from: dep.targetReplicas };
       });
-      const { jobId } = await ctx.jobs.enqueue({ kind: "scaleDeployment", deploymentId: result.deployment.id }, { orgId: ctx.org.id });
+      const { jobId } = await ctx.jobs.enqueue(
+        { kind: "scaleDeployment", deploymentId: result.deployment.id },
+        { orgId: ctx.org.id },
+      );
       ctx.audit.targetId = result.deployment.id;
-      ctx.audit.details = { scaling: result.deployment.scaling, from: result.from, to: result.deployment.targetReplicas, jobId };
+      ctx.audit.details = {
+        scaling: result.deployment.scaling,
+        from: result.from,
+        to: result.deployment.targetReplicas,
+        jobId,
+      };
       return { deployment: result.deployment, jobId };
     }),
 
@@ -324,10 +409,19 @@ export const deploymentsRouter = router({
       const [dep] = await ctx.db
         .update(deployments)
         .set({ state: "deleting", deletedAt: now, updatedAt: now })
-        .where(and(eq(deployments.id, input.deploymentId), eq(deployments.orgId, ctx.org.id), isNull(deployments.deletedAt)))
+        .where(
+          and(
+            eq(deployments.id, input.deploymentId),
+            eq(deployments.orgId, ctx.org.id),
+            isNull(deployments.deletedAt),
+          ),
+        )
         .returning();
       if (!dep) throw apiError("NOT_FOUND", "deployment not found");
-      const { jobId } = await ctx.jobs.enqueue({ kind: "deleteDeployment", deploymentId: dep.id }, { orgId: ctx.org.id });
+      const { jobId } = await ctx.jobs.enqueue(
+        { kind: "deleteDeployment", deploymentId: dep.id },
+        { orgId: ctx.org.id },
+      );
       ctx.audit.targetId = dep.id;
       ctx.audit.details = { name: dep.name, jobId };
       return { deployment: dep, jobId };
@@ -386,9 +480,13 @@ export const deploymentsRouter = router({
     )
     .query(async ({ ctx, input }) => {
       const dep = await findDeployment(ctx.db, ctx.org.id, input.deploymentId);
-      const conds: (SQL | undefined)[] = [eq(replicaLogs.deploymentId, dep.id), eq(replicaLogs.orgId, ctx.org.id)];
+      const conds: (SQL | undefined)[] = [
+        eq(replicaLogs.deploymentId, dep.id),
+        eq(replicaLogs.orgId, ctx.org.id),
+      ];
       if (input.replicaId) conds.push(eq(replicaLogs.replicaId, input.replicaId));
-      if (input.level) conds.push(inArray(replicaLogs.level, LOG_LEVELS.slice(LOG_LEVELS.indexOf(input.level))));
+      if (input.level)
+        conds.push(inArray(replicaLogs.level, LOG_LEVELS.slice(LOG_LEVELS.indexOf(input.level))));
       if (input.sinceId !== undefined) conds.push(gt(replicaLogs.id, input.sinceId));
       const lines = await ctx.db
         .select()

@@ -41,7 +41,11 @@ async function findByToken(db: Database, token: string) {
 
 export const invitationsRouter = router({
   list: orgProcedure("member").query(async ({ ctx }) => {
-    const rows = await ctx.db.select(publicColumns).from(invitations).where(eq(invitations.orgId, ctx.org.id)).orderBy(desc(invitations.createdAt));
+    const rows = await ctx.db
+      .select(publicColumns)
+      .from(invitations)
+      .where(eq(invitations.orgId, ctx.org.id))
+      .orderBy(desc(invitations.createdAt));
     return rows.map((r) => ({ ...r, state: stateOf(r) }));
   }),
 
@@ -49,14 +53,18 @@ export const invitationsRouter = router({
   create: orgProcedure("admin")
     .input(z.object({ email, role: role.default("member") }))
     .mutation(async ({ ctx, input }) => {
-      if (input.role === "owner" && ctx.role !== "owner") throw apiError("FORBIDDEN", "only an owner can invite owners");
+      if (input.role === "owner" && ctx.role !== "owner")
+        throw apiError("FORBIDDEN", "only an owner can invite owners");
       const [already] = await ctx.db
         .select({ userId: memberships.userId })
         .from(memberships)
         .innerJoin(users, eq(users.id, memberships.userId))
         .where(and(eq(memberships.orgId, ctx.org.id), eq(users.email, input.email)))
         .limit(1);
-      if (already) throw apiError("CONFLICT", `${input.email} is already a member`, { fieldErrors: { email: "already a member" } });
+      if (already)
+        throw apiError("CONFLICT", `${input.email} is already a member`, {
+          fieldErrors: { email: "already a member" },
+        });
       const { token, hash } = generateToken();
       const [invitation] = await ctx.db
         .insert(invitations)
@@ -80,7 +88,14 @@ export const invitationsRouter = router({
       const [row] = await ctx.db
         .update(invitations)
         .set({ revokedAt: sql`now()` })
-        .where(and(eq(invitations.id, input.invitationId), eq(invitations.orgId, ctx.org.id), isNull(invitations.acceptedAt), isNull(invitations.revokedAt)))
+        .where(
+          and(
+            eq(invitations.id, input.invitationId),
+            eq(invitations.orgId, ctx.org.id),
+            isNull(invitations.acceptedAt),
+            isNull(invitations.revokedAt),
+          ),
+        )
         .returning(publicColumns);
       if (!row) throw apiError("NOT_FOUND", "no pending invitation with that id");
       ctx.audit.targetId = row.id;
@@ -91,13 +106,21 @@ export const invitationsRouter = router({
   lookup: publicProcedure.input(tokenInput).query(async ({ ctx, input }) => {
     const row = await findByToken(ctx.db, input.token);
     if (!row) throw apiError("NOT_FOUND", "invitation not found");
-    return { orgName: row.orgName, orgSlug: row.orgSlug, email: row.email, role: row.role, expiresAt: row.expiresAt, state: stateOf(row) };
+    return {
+      orgName: row.orgName,
+      orgSlug: row.orgSlug,
+      email: row.email,
+      role: row.role,
+      expiresAt: row.expiresAt,
+      state: stateOf(row),
+    };
   }),
 
   accept: authedProcedure.input(tokenInput).mutation(async ({ ctx, input }) => {
     const row = await findByToken(ctx.db, input.token);
     if (!row) throw apiError("NOT_FOUND", "invitation not found");
-    if (row.email !== ctx.user.email) throw apiError("FORBIDDEN", "this invitation was sent to another email address");
+    if (row.email !== ctx.user.email)
+      throw apiError("FORBIDDEN", "this invitation was sent to another email address");
     const state = stateOf(row);
     if (state !== "pending") throw apiError("CONFLICT", `this invitation is ${state}`);
     await ctx.db.transaction(async (tx) => {
@@ -108,7 +131,10 @@ export const invitationsRouter = router({
         .where(and(eq(invitations.id, row.id), isNull(invitations.acceptedAt), isNull(invitations.revokedAt)))
         .returning({ id: invitations.id });
       if (!claimed) throw apiError("CONFLICT", "this invitation is no longer pending");
-      await tx.insert(memberships).values({ orgId: row.orgId, userId: ctx.user.id, role: row.role }).onConflictDoNothing();
+      await tx
+        .insert(memberships)
+        .values({ orgId: row.orgId, userId: ctx.user.id, role: row.role })
+        .onConflictDoNothing();
     });
     ctx.audit.orgId = row.orgId;
     ctx.audit.targetId = row.id;

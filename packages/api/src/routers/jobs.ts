@@ -33,7 +33,13 @@ export const environmentsRouter = router({
    * environment (and its build log) only when one of its revisions names that hash.
    */
   get: orgProcedure("member")
-    .input(z.object({ hash: z.string().regex(/^[0-9a-f]{32}$/, "must be a 32-character hex environment hash"), sinceId, limit }))
+    .input(
+      z.object({
+        hash: z.string().regex(/^[0-9a-f]{32}$/, "must be a 32-character hex environment hash"),
+        sinceId,
+        limit,
+      }),
+    )
     .query(async ({ ctx, input }) => {
       const [used] = await ctx.db
         .select({ id: revisions.id })

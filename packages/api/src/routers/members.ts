@@ -2,7 +2,7 @@ import { type Database, memberships, type Role, users } from "@tessera/db";
 import { and, asc, eq } from "drizzle-orm";
 import { z } from "zod";
 import { apiError } from "../errors.js";
-import { ROLE_RANK, orgProcedure, role, router } from "../trpc.js";
+import { orgProcedure, ROLE_RANK, role, router } from "../trpc.js";
 
 type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
 
@@ -34,7 +34,13 @@ async function membershipOf(tx: Tx, orgId: string, userId: string): Promise<{ ro
 export const membersRouter = router({
   list: orgProcedure("member").query(({ ctx }) =>
     ctx.db
-      .select({ userId: users.id, email: users.email, name: users.name, role: memberships.role, joinedAt: memberships.createdAt })
+      .select({
+        userId: users.id,
+        email: users.email,
+        name: users.name,
+        role: memberships.role,
+        joinedAt: memberships.createdAt,
+      })
       .from(memberships)
       .innerJoin(users, eq(users.id, memberships.userId))
       .where(eq(memberships.orgId, ctx.org.id))
@@ -46,7 +52,8 @@ export const membersRouter = router({
     .mutation(async ({ ctx, input }) => {
       const result = await ctx.db.transaction(async (tx) => {
         const current = await membershipOf(tx, ctx.org.id, input.userId);
-        if (current.role === "owner" && input.role !== "owner") await assertNotLastOwner(tx, ctx.org.id, input.userId, "be demoted");
+        if (current.role === "owner" && input.role !== "owner")
+          await assertNotLastOwner(tx, ctx.org.id, input.userId, "be demoted");
         await tx
           .update(memberships)
           .set({ role: input.role })
@@ -64,9 +71,12 @@ export const membersRouter = router({
     .mutation(async ({ ctx, input }) => {
       await ctx.db.transaction(async (tx) => {
         const current = await membershipOf(tx, ctx.org.id, input.userId);
-        if (ROLE_RANK[current.role] >= ROLE_RANK.admin && ctx.role !== "owner") throw apiError("FORBIDDEN", `removing an ${current.role} takes an owner`);
+        if (ROLE_RANK[current.role] >= ROLE_RANK.admin && ctx.role !== "owner")
+          throw apiError("FORBIDDEN", `removing an ${current.role} takes an owner`);
         if (current.role === "owner") await assertNotLastOwner(tx, ctx.org.id, input.userId, "be removed");
-        await tx.delete(memberships).where(and(eq(memberships.orgId, ctx.org.id), eq(memberships.userId, input.userId)));
+        await tx
+          .delete(memberships)
+          .where(and(eq(memberships.orgId, ctx.org.id), eq(memberships.userId, input.userId)));
       });
       ctx.audit.targetId = input.userId;
       return { ok: true as const };
@@ -78,7 +88,9 @@ export const membersRouter = router({
     await ctx.db.transaction(async (tx) => {
       const current = await membershipOf(tx, ctx.org.id, userId);
       if (current.role === "owner") await assertNotLastOwner(tx, ctx.org.id, userId, "leave");
-      await tx.delete(memberships).where(and(eq(memberships.orgId, ctx.org.id), eq(memberships.userId, userId)));
+      await tx
+        .delete(memberships)
+        .where(and(eq(memberships.orgId, ctx.org.id), eq(memberships.userId, userId)));
     });
     ctx.audit.targetId = userId;
     return { ok: true as const };

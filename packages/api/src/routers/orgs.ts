@@ -11,40 +11,57 @@ const orgName = z.string().trim().min(1, "must not be empty").max(100, "at most 
 export const orgsRouter = router({
   list: authedProcedure.query(({ ctx }) =>
     ctx.db
-      .select({ id: organisations.id, slug: organisations.slug, name: organisations.name, personal: organisations.personal, plan: organisations.plan, role: memberships.role })
+      .select({
+        id: organisations.id,
+        slug: organisations.slug,
+        name: organisations.name,
+        personal: organisations.personal,
+        plan: organisations.plan,
+        role: memberships.role,
+      })
       .from(memberships)
       .innerJoin(organisations, eq(organisations.id, memberships.orgId))
       .where(eq(memberships.userId, ctx.user.id))
       .orderBy(asc(organisations.createdAt)),
   ),
 
-  create: authedProcedure.input(z.object({ name: orgName, slug: slugSchema.optional() })).mutation(async ({ ctx, input }) => {
-    try {
-      const org = await ctx.db.transaction(async (tx) => {
-        const s = input.slug ?? (await uniqueSlug(tx, input.name));
-        const [o] = await tx.insert(organisations).values({ name: input.name, slug: s }).returning();
-        await tx.insert(memberships).values({ orgId: o!.id, userId: ctx.user.id, role: "owner" });
-        return o!;
-      });
-      ctx.audit.orgId = org.id;
-      ctx.audit.targetId = org.id;
-      ctx.audit.details = { slug: org.slug };
-      return { ...org, role: "owner" as const };
-    } catch (err) {
-      if (isUniqueViolation(err)) throw apiError("CONFLICT", "that slug is taken", { fieldErrors: { slug: "already taken" } });
-      throw err;
-    }
-  }),
+  create: authedProcedure
+    .input(z.object({ name: orgName, slug: slugSchema.optional() }))
+    .mutation(async ({ ctx, input }) => {
+      try {
+        const org = await ctx.db.transaction(async (tx) => {
+          const s = input.slug ?? (await uniqueSlug(tx, input.name));
+          const [o] = await tx.insert(organisations).values({ name: input.name, slug: s }).returning();
+          await tx.insert(memberships).values({ orgId: o!.id, userId: ctx.user.id, role: "owner" });
+          return o!;
+        });
+        ctx.audit.orgId = org.id;
+        ctx.audit.targetId = org.id;
+        ctx.audit.details = { slug: org.slug };
+        return { ...org, role: "owner" as const };
+      } catch (err) {
+        if (isUniqueViolation(err))
+          throw apiError("CONFLICT", "that slug is taken", { fieldErrors: { slug: "already taken" } });
+        throw err;
+      }
+    }),
 
   get: orgProcedure("member").query(async ({ ctx }) => {
-    const [members] = await ctx.db.select({ n: count() }).from(memberships).where(eq(memberships.orgId, ctx.org.id));
+    const [members] = await ctx.db
+      .select({ n: count() })
+      .from(memberships)
+      .where(eq(memberships.orgId, ctx.org.id));
     return { ...ctx.org, role: ctx.role, memberCount: members?.n ?? 0 };
   }),
 
   update: orgProcedure("admin")
     .input(z.object({ name: orgName }))
     .mutation(async ({ ctx, input }) => {
-      const [o] = await ctx.db.update(organisations).set({ name: input.name }).where(eq(organisations.id, ctx.org.id)).returning();
+      const [o] = await ctx.db
+        .update(organisations)
+        .set({ name: input.name })
+        .where(eq(organisations.id, ctx.org.id))
+        .returning();
       ctx.audit.targetId = ctx.org.id;
       ctx.audit.details = { name: input.name };
       return o!;
