@@ -221,14 +221,12 @@ export async function grantPlatformAdmin(db: Database, emailAddr: string): Promi
     .where(eq(users.email, addr))
     .returning(publicUserColumns);
   if (!user) throw apiError("NOT_FOUND", `no user with email ${addr}`);
-  await db
-    .insert(auditLog)
-    .values({
-      orgId: null,
-      userId: null,
-      action: "admin.grantPlatformAdmin",
-      targetId: user.id,
-      details: { email: addr },
-    });
+  await db.insert(auditLog).values({
+    orgId: null,
+    userId: null,
+    action: "admin.grantPlatformAdmin",
+    targetId: user.id,
+    details: { email: addr },
+  });
   return user;
 }

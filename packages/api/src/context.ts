@@ -19,7 +19,7 @@ export type AuthInput =
   | null
   | undefined;
 
-/** Mutable per-call audit record; the audit middleware writes it after a successful mutation. */
+/** Mutable per-call audit record (a server-side caller reuses one context for many calls); the audit middleware writes it after a successful mutation. */
 export interface AuditDraft {
   orgId: string | null;
   targetId: string | null;
@@ -32,7 +32,6 @@ export interface Context {
   db: Database;
   jobs: JobQueue;
   caller: Caller;
-  audit: AuditDraft;
 }
 
 export interface CreateContextOptions {
@@ -47,7 +46,7 @@ export function newAuditDraft(): AuditDraft {
 
 /** Resolves the caller once per request; invalid credentials leave an anonymous caller (UNAUTHENTICATED later). */
 export async function createContext({ db, jobs, auth }: CreateContextOptions): Promise<Context> {
-  return { db, jobs, caller: await resolveCaller(db, auth), audit: newAuditDraft() };
+  return { db, jobs, caller: await resolveCaller(db, auth) };
 }
 
 export async function resolveCaller(db: Database, auth: AuthInput): Promise<Caller> {

@@ -2,7 +2,7 @@ import { auditLog, memberships, organisations, type Role } from "@tessera/db";
 import { initTRPC } from "@trpc/server";
 import { and, eq } from "drizzle-orm";
 import { z } from "zod";
-import type { Context } from "./context.js";
+import { type Context, newAuditDraft } from "./context.js";
 import { apiError, describeError } from "./errors.js";
 
 const t = initTRPC.context<Context>().create({
@@ -39,15 +39,16 @@ export const role = z.enum(["owner", "admin", "member"]);
  * nothing, so it leaves no row.
  */
 const audited = t.middleware(async ({ ctx, type, path, next }) => {
-  const result = await next();
-  if (type === "mutation" && result.ok && !ctx.audit.written) {
+  const audit = newAuditDraft();
+  const result = await next({ ctx: { audit } });
+  if (type === "mutation" && result.ok && !audit.written) {
     const c = ctx.caller;
     await ctx.db.insert(auditLog).values({
-      orgId: ctx.audit.orgId ?? (c.kind === "apiKey" ? c.orgId : null),
+      orgId: audit.orgId ?? (c.kind === "apiKey" ? c.orgId : null),
       userId: c.kind === "user" ? c.user.id : null,
       action: path,
-      targetId: ctx.audit.targetId,
-      details: { ...ctx.audit.details, ...(c.kind === "apiKey" ? { apiKeyId: c.apiKeyId } : {}) },
+      targetId: audit.targetId,
+      details: { ...audit.details, ...(c.kind === "apiKey" ? { apiKeyId: c.apiKeyId } : {}) },
     });
   }
   return result;

@@ -300,17 +300,15 @@ describe("deploy, redeploy, rollback", () => {
     expect((await failure(u.api.environments.get({ orgId, hash: "0".repeat(32) }))).code).toBe("NOT_FOUND");
 
     const replicaId = "00000000-0000-4000-8000-000000000001";
-    await env.db
-      .insert(replicaLogs)
-      .values(
-        (["debug", "info", "warn", "error"] as const).map((level) => ({
-          orgId,
-          deploymentId,
-          replicaId,
-          level,
-          message: `a ${level} line`,
-        })),
-      );
+    await env.db.insert(replicaLogs).values(
+      (["debug", "info", "warn", "error"] as const).map((level) => ({
+        orgId,
+        deploymentId,
+        replicaId,
+        level,
+        message: `a ${level} line`,
+      })),
+    );
     const warn = await u.api.deployments.logs({ orgId, deploymentId, level: "warn" });
     expect(warn.lines.map((l) => l.message)).toEqual(["a warn line", "a error line"]);
     const after = await u.api.deployments.logs({ orgId, deploymentId, sinceId: warn.lines[0]!.id });

@@ -308,24 +308,20 @@ beforeAll(async () => {
       resources: { cpus: 0.5, gpus: 0, memoryMb: 256 },
     })
     .returning();
-  await env.db
-    .insert(replicaLogs)
-    .values({
-      orgId: b.orgId,
-      deploymentId: B.first.deployment.id,
-      replicaId: replica!.id,
-      level: "error",
-      message: "B's secret log line",
-    });
-  await env.db
-    .insert(scalingEvents)
-    .values({
-      orgId: b.orgId,
-      deploymentId: B.first.deployment.id,
-      fromReplicas: 2,
-      toReplicas: 3,
-      reason: "autoscale",
-    });
+  await env.db.insert(replicaLogs).values({
+    orgId: b.orgId,
+    deploymentId: B.first.deployment.id,
+    replicaId: replica!.id,
+    level: "error",
+    message: "B's secret log line",
+  });
+  await env.db.insert(scalingEvents).values({
+    orgId: b.orgId,
+    deploymentId: B.first.deployment.id,
+    fromReplicas: 2,
+    toReplicas: 3,
+    reason: "autoscale",
+  });
 
   w = {
     A: {
