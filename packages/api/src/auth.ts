@@ -157,14 +157,21 @@ export async function validateSession(
 ): Promise<{ sessionId: string; userId: string; expiresAt: Date; user: PublicUser } | null> {
   if (!isUuid(sessionId)) return null;
   const [row] = await db
-    .update(authSessions)
-    .set({ lastSeenAt: sql`now()` })
+    .select({
+      user: publicUserColumns,
+      expiresAt: authSessions.expiresAt,
+      lastSeenAt: authSessions.lastSeenAt,
+    })
+    .from(authSessions)
+    .innerJoin(users, eq(users.id, authSessions.userId))
     .where(and(eq(authSessions.id, sessionId), gt(authSessions.expiresAt, sql`now()`)))
-    .returning({ userId: authSessions.userId, expiresAt: authSessions.expiresAt });
+    .limit(1);
   if (!row) return null;
-  const [user] = await db.select(publicUserColumns).from(users).where(eq(users.id, row.userId)).limit(1);
-  if (!user) return null;
-  return { sessionId, userId: row.userId, expiresAt: row.expiresAt, user };
+  // At most one write a minute per session, not one per request.
+  if (!row.lastSeenAt || Date.now() - row.lastSeenAt.getTime() > 60_000) {
+    await db.update(authSessions).set({ lastSeenAt: sql`now()` }).where(eq(authSessions.id, sessionId));
+  }
+  return { sessionId, userId: row.user.id, expiresAt: row.expiresAt, user: row.user };
 }
 
 export async function revokeSession(db: Database, sessionId: string): Promise<boolean> {

@@ -24,6 +24,7 @@ export {
   resolveCaller,
 } from "./context.js";
 export { apiError, type DescribedError, describeError, toHttpError, validationError } from "./errors.js";
+export { type ApiHandlerOptions, createApiHandler } from "./http.js";
 export {
   type AppRouter,
   appRouter,

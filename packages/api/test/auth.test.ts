@@ -1,10 +1,10 @@
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { authSessions, users } from "@tessera/db";
-import { fetchRequestHandler } from "@trpc/server/adapters/fetch";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  appRouter,
-  createContext,
+  createApiHandler,
   createSession,
   grantPlatformAdmin,
   revokeSession,
@@ -134,34 +134,103 @@ describe("sessions", () => {
   });
 });
 
-describe("error format on the wire", () => {
-  it("puts the Tessera code and field errors in data over HTTP", async () => {
-    const handle = (req: Request) =>
-      fetchRequestHandler({
-        endpoint: "/api/trpc",
-        req,
-        router: appRouter,
-        createContext: () => createContext({ db: env.db, jobs: env.jobs, auth: null }),
-      });
-    const bad = await handle(
-      new Request("http://x/api/trpc/auth.signUp", {
+describe("over HTTP", () => {
+  const handler = () =>
+    createApiHandler({
+      db: env.db,
+      jobs: env.jobs,
+      endpoint: "/api/trpc",
+      sessionIdOf: (req) => req.headers.get("x-test-session"),
+    });
+  const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
+    handler()(
+      new Request(`http://x/api/trpc/${path}`, {
         method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ email: "x", password: "p" }),
+        headers: { "content-type": "application/json", ...headers },
+        body: JSON.stringify(body),
       }),
     );
-    expect(bad.status).toBe(400);
-    const body = (await bad.json()) as {
-      error: { data: { code: string; fieldErrors: Record<string, string>; trpcCode: string } };
+  type ErrorJson = {
+    error: {
+      message: string;
+      data: { code: string; fieldErrors: Record<string, string> | null; trpcCode: string };
     };
+  };
+
+  it("puts the Tessera code and field errors in data", async () => {
+    const bad = await post("auth.signUp", { email: "x", password: "p" });
+    expect(bad.status).toBe(400);
+    const body = (await bad.json()) as ErrorJson;
     expect(body.error.data.code).toBe("VALIDATION_FAILED");
     expect(body.error.data.trpcCode).toBe("BAD_REQUEST");
-    expect(body.error.data.fieldErrors.password).toBe("at least 8 characters");
+    expect(body.error.data.fieldErrors?.password).toBe("at least 8 characters");
 
-    const unauth = await handle(new Request("http://x/api/trpc/auth.me"));
+    const unauth = await handler()(new Request("http://x/api/trpc/auth.me"));
     expect(unauth.status).toBe(401);
-    expect(((await unauth.json()) as { error: { data: { code: string } } }).error.data.code).toBe(
-      "UNAUTHENTICATED",
+    expect(((await unauth.json()) as ErrorJson).error.data.code).toBe("UNAUTHENTICATED");
+  });
+
+  it("authenticates by session or by bearer API key", async () => {
+    const u = await env.user("http@example.com");
+    const me = await handler()(
+      new Request("http://x/api/trpc/auth.me", { headers: { "x-test-session": u.sessionId } }),
     );
+    expect(me.status).toBe(200);
+    expect(
+      ((await me.json()) as { result: { data: { user: { email: string } } } }).result.data.user.email,
+    ).toBe("http@example.com");
+
+    const { key } = await u.api.apiKeys.create({ orgId: u.orgId, name: "cli" });
+    const created = await post(
+      "clusters.create",
+      { orgId: u.orgId, name: "from-cli" },
+      { authorization: `Bearer ${key}` },
+    );
+    expect(created.status).toBe(200);
+    const forbidden = await post("orgs.delete", { orgId: u.orgId }, { authorization: `Bearer ${key}` });
+    expect(forbidden.status).toBe(403);
+    expect(((await forbidden.json()) as ErrorJson).error.data.code).toBe("FORBIDDEN");
+    const wrong = await post(
+      "clusters.create",
+      { orgId: u.orgId, name: "x" },
+      { authorization: "Bearer tsk_abcdefgh_0000000000000000000000000000000" },
+    );
+    expect(wrong.status).toBe(401);
+  });
+});
+
+describe("platform admins", () => {
+  it("grants admin from the CLI script and reads across organisations", async () => {
+    const u = await env.user("operator@example.com");
+    const other = await env.user("tenant@elsewhere.example");
+    await other.api.clusters.create({ orgId: other.orgId, name: "theirs" });
+    const run = (email: string) =>
+      spawnSync(
+        process.execPath,
+        ["--import", "tsx", fileURLToPath(new URL("../src/bin/grant-admin.ts", import.meta.url)), email],
+        {
+          env: { ...process.env, DATABASE_URL: env.tdb.url },
+          encoding: "utf8",
+          timeout: 60_000,
+        },
+      );
+    const ok = run("Operator@Example.com");
+    expect(ok.stdout.trim()).toBe("operator@example.com is now a platform admin");
+    expect(ok.status).toBe(0);
+    const missing = run("nobody-here@example.com");
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toContain("NOT_FOUND");
+
+    const admin = await env.caller({ sessionId: u.sessionId });
+    const orgs = await admin.admin.organisations({ search: "tenant" });
+    expect(orgs.map((o) => o.id)).toEqual([other.orgId]);
+    expect(orgs[0]!.memberCount).toBe(1);
+    expect((await admin.admin.clusters({ orgId: other.orgId })).map((c) => c.name)).toEqual(["theirs"]);
+    expect(await admin.admin.deployments({ search: "no-such-thing" })).toEqual([]);
+    expect((await admin.admin.users({ search: "elsewhere" })).map((x) => x.email)).toEqual([
+      "tenant@elsewhere.example",
+    ]);
+    // Read-only across orgs: platform admins get no membership powers in other orgs.
+    expect((await failure(admin.clusters.list({ orgId: other.orgId }))).code).toBe("NOT_FOUND");
   });
 });
