@@ -11,7 +11,7 @@ import {
 } from "@tessera/db";
 import { and, eq, gt, isNull, sql } from "drizzle-orm";
 import { z } from "zod";
-import { apiError, isUniqueViolation, validationError } from "./errors.js";
+import { apiError, uniqueViolation, validationError } from "./errors.js";
 import { uniqueSlug } from "./slugs.js";
 
 export const DEFAULT_SESSION_TTL_S = 30 * 24 * 3600;
@@ -79,34 +79,39 @@ export async function signUp(
   const { email: addr, password: plain, name } = parsed.data;
   const admins = opts.adminEmails ?? adminEmailsFromEnv();
   const passwordHash = await hashPassword(plain);
-  try {
-    return await db.transaction(async (tx) => {
-      const [user] = await tx
-        .insert(users)
-        .values({ email: addr, name: name ?? null, passwordHash, isPlatformAdmin: admins.includes(addr) })
-        .returning(publicUserColumns);
-      const base = addr.split("@")[0] ?? "user";
-      const slug = await uniqueSlug(tx, base);
-      const [org] = await tx
-        .insert(organisations)
-        .values({ slug, name: name ? `${name}'s organisation` : slug, personal: true })
-        .returning({ id: organisations.id, slug: organisations.slug, name: organisations.name });
-      await tx.insert(memberships).values({ orgId: org!.id, userId: user!.id, role: "owner" });
-      await tx.insert(auditLog).values({
-        orgId: org!.id,
-        userId: user!.id,
-        action: "auth.signUp",
-        targetId: user!.id,
-        details: { email: addr, platformAdmin: user!.isPlatformAdmin },
+  // A concurrent sign-up can take the derived org slug between our check and insert: try again.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await db.transaction(async (tx) => {
+        const [user] = await tx
+          .insert(users)
+          .values({ email: addr, name: name ?? null, passwordHash, isPlatformAdmin: admins.includes(addr) })
+          .returning(publicUserColumns);
+        const slug = await uniqueSlug(tx, addr.split("@")[0] ?? "user");
+        const [org] = await tx
+          .insert(organisations)
+          .values({ slug, name: name ? `${name}'s organisation` : slug, personal: true })
+          .returning({ id: organisations.id, slug: organisations.slug, name: organisations.name });
+        await tx.insert(memberships).values({ orgId: org!.id, userId: user!.id, role: "owner" });
+        await tx.insert(auditLog).values({
+          orgId: org!.id,
+          userId: user!.id,
+          action: "auth.signUp",
+          targetId: user!.id,
+          details: { email: addr, platformAdmin: user!.isPlatformAdmin },
+        });
+        return { user: user!, org: org! };
       });
-      return { user: user!, org: org! };
-    });
-  } catch (err) {
-    if (isUniqueViolation(err))
-      throw apiError("CONFLICT", "an account with this email already exists", {
-        fieldErrors: { email: "already registered" },
-      });
-    throw err;
+    } catch (err) {
+      const constraint = uniqueViolation(err);
+      if (constraint === "users_email_unique") {
+        throw apiError("CONFLICT", "an account with this email already exists", {
+          fieldErrors: { email: "already registered" },
+        });
+      }
+      if (constraint === "organisations_slug_unique" && attempt < 5) continue;
+      throw err;
+    }
   }
 }
 

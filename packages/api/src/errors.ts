@@ -142,12 +142,20 @@ export function toHttpError(err: unknown): {
   };
 }
 
-/** Postgres unique violation, for turning races on unique indexes into CONFLICT. */
-export function isUniqueViolation(err: unknown): boolean {
+/**
+ * The constraint a Postgres unique violation hit (drizzle wraps the driver error in `cause`), or
+ * null when `err` is something else: turns races on unique indexes into CONFLICT or a retry.
+ */
+export function uniqueViolation(err: unknown): string | null {
   let e: unknown = err;
   for (let i = 0; i < 4 && e; i++) {
-    if ((e as { code?: string }).code === "23505") return true;
+    const pgErr = e as { code?: string; constraint?: string };
+    if (pgErr.code === "23505") return pgErr.constraint ?? "unknown";
     e = (e as { cause?: unknown }).cause;
   }
-  return false;
+  return null;
+}
+
+export function isUniqueViolation(err: unknown): boolean {
+  return uniqueViolation(err) !== null;
 }

@@ -51,6 +51,17 @@ describe("sign-up and sign-in", () => {
     expect(a.org.slug).toBe("ada-2");
   });
 
+  it("gives concurrent sign-ups with the same email local part distinct slugs", async () => {
+    const results = await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        signUp(env.db, { email: `grace@host${i}.example`, password: "s3cret-enough" }, { adminEmails: [] }),
+      ),
+    );
+    const slugs = results.map((r) => r.org.slug);
+    expect(new Set(slugs).size).toBe(5);
+    for (const s of slugs) expect(s).toMatch(/^grace(-[0-9a-f]+)?$/);
+  });
+
   it("verifies credentials, rejecting a wrong password and an unknown email alike", async () => {
     expect((await verifyCredentials(env.db, "ADA@example.com", "s3cret-enough"))?.email).toBe(
       "ada@example.com",

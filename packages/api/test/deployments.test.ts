@@ -106,6 +106,17 @@ describe("deployment config validation", () => {
       { "config.numReplicas": "Invalid input: expected int, received number" },
     ],
     ["unknown key", { ...sampleConfig, replicas: 3 }, { config: 'Unrecognized key: "replicas"' }],
+    // The test cluster's quota: 4 cpus, 8192 MB, 1 gpu, 10 replicas.
+    [
+      "over the cluster's cpus",
+      { ...sampleConfig, resources: { cpus: 6 } },
+      { "config.resources.cpus": "exceeds the cluster quota of 4 cpus" },
+    ],
+    [
+      "over the cluster's replicas",
+      { ...sampleConfig, numReplicas: undefined, autoscaling: { minReplicas: 0, maxReplicas: 50 } },
+      { "config.autoscaling.maxReplicas": "exceeds the cluster quota of 10 replicas" },
+    ],
     [
       "no rollout progress",
       { ...sampleConfig, rollout: { maxSurge: 0, maxUnavailable: 0 } },
@@ -276,6 +287,11 @@ describe("deploy, redeploy, rollback", () => {
     expect((await failure(u.api.deployments.updateScaling({ orgId, deploymentId }))).code).toBe(
       "VALIDATION_FAILED",
     );
+    expect(
+      (await failure(u.api.deployments.updateScaling({ orgId, deploymentId, numReplicas: 11 }))).fieldErrors,
+    ).toEqual({
+      numReplicas: "exceeds the cluster quota of 10 replicas",
+    });
     expect((await u.api.deployments.revisions({ orgId, deploymentId })).length).toBe(4);
   });
 

@@ -58,6 +58,7 @@ const fixtures: Record<string, (w: World) => Case[]> = {
     },
   ],
   "auth.me": () => [{ input: undefined, check: revealsNothingOfB }],
+  "auth.whoami": () => [{ input: undefined, check: revealsNothingOfB }],
   // Signs out the caller's own session only; run last (see the ordering below).
   "auth.signOut": () => [{ input: undefined, check: revealsNothingOfB }],
   "orgs.list": () => [{ input: undefined, check: revealsNothingOfB }],

@@ -189,6 +189,18 @@ describe("API keys", () => {
     expect(stored!.lastUsedAt).toBeNull();
 
     const bot = await env.caller({ authorization: `Bearer ${key}` });
+    expect(await bot.auth.whoami()).toEqual({
+      kind: "apiKey",
+      apiKeyId: apiKey.id,
+      role: "admin",
+      org: { id: u.orgId, slug: "keys", name: "keys's organisation" },
+    });
+    expect(await u.api.auth.whoami()).toMatchObject({
+      kind: "user",
+      userId: u.id,
+      email: "keys@team.example",
+    });
+    expect(await (await env.caller(null)).auth.whoami()).toEqual({ kind: "anonymous" });
     const { cluster } = await bot.clusters.create({ orgId: u.orgId, name: "ci" });
     const app = await bot.applications.create({ orgId: u.orgId, clusterId: cluster.id, name: "svc" });
     const d = await bot.deployments.deploy({

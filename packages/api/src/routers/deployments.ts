@@ -12,6 +12,7 @@ import {
 } from "@tessera/core";
 import {
   applications,
+  clusters,
   type Database,
   deployments,
   environments,
@@ -82,6 +83,50 @@ function parseDeployInput(config: unknown, code: unknown): { config: DeploymentC
   throw apiError("VALIDATION_FAILED", `invalid deployment: ${first![0]}: ${first![1]}`, {
     fieldErrors: errors,
   });
+}
+
+type Quota = { cpus: number; memoryMb: number; gpus: number; maxReplicas: number };
+
+/**
+ * One replica must fit the cluster's quota and the replica count may not exceed its maximum;
+ * reported as field errors on the offending config fields (`prefix` roots the paths).
+ */
+function quotaErrors(
+  c: {
+    resources?: DeploymentConfig["resources"];
+    numReplicas?: number;
+    autoscaling?: { maxReplicas: number };
+  },
+  q: Quota,
+  prefix: string,
+): Record<string, string> {
+  const errors: Record<string, string> = {};
+  const at = (k: string) => (prefix ? `${prefix}.${k}` : k);
+  if (c.resources) {
+    if (c.resources.cpus > q.cpus)
+      errors[at("resources.cpus")] = `exceeds the cluster quota of ${q.cpus} cpus`;
+    if (c.resources.memoryMb > q.memoryMb)
+      errors[at("resources.memoryMb")] = `exceeds the cluster quota of ${q.memoryMb} MB`;
+    if (c.resources.gpus > q.gpus)
+      errors[at("resources.gpus")] = `exceeds the cluster quota of ${q.gpus} gpus`;
+  }
+  if (c.numReplicas !== undefined && c.numReplicas > q.maxReplicas)
+    errors[at("numReplicas")] = `exceeds the cluster quota of ${q.maxReplicas} replicas`;
+  if (c.autoscaling && c.autoscaling.maxReplicas > q.maxReplicas)
+    errors[at("autoscaling.maxReplicas")] = `exceeds the cluster quota of ${q.maxReplicas} replicas`;
+  return errors;
+}
+
+function throwIfAny(errors: Record<string, string>, what: string): void {
+  const [first] = Object.entries(errors);
+  if (first)
+    throw apiError("VALIDATION_FAILED", `${what}: ${first[0]}: ${first[1]}`, { fieldErrors: errors });
+}
+
+async function clusterQuota(db: Pick<Database, "select">, clusterId: string): Promise<Quota> {
+  const [c] = await db.select({ quota: clusters.quota }).from(clusters).where(eq(clusters.id, clusterId));
+  if (!c) throw apiError("NOT_FOUND", "cluster not found");
+  return c.quota;
 }
 
 async function ensureEnvironment(db: Database, config: DeploymentConfig): Promise<string> {
@@ -237,6 +282,10 @@ export const deploymentsRouter = router({
         );
       if (!app) throw apiError("NOT_FOUND", "application not found");
       const { config, code } = parseDeployInput(input.config, input.code);
+      throwIfAny(
+        quotaErrors(config, await clusterQuota(ctx.db, app.clusterId), "config"),
+        "over the cluster quota",
+      );
       const envHash = await ensureEnvironment(ctx.db, config);
       let result: Awaited<ReturnType<typeof commitRevision>> & { created: boolean };
       try {
@@ -366,6 +415,7 @@ export const deploymentsRouter = router({
       }
       const result = await ctx.db.transaction(async (tx) => {
         const dep = await lockDeployment(tx, ctx.org.id, input.deploymentId);
+        throwIfAny(quotaErrors(s, await clusterQuota(tx, dep.clusterId), ""), "over the cluster quota");
         const target = s.autoscaling
           ? Math.min(Math.max(dep.targetReplicas, s.autoscaling.minReplicas), s.autoscaling.maxReplicas)
           : s.numReplicas!;

@@ -28,21 +28,28 @@ export const orgsRouter = router({
   create: authedProcedure
     .input(z.object({ name: orgName, slug: slugSchema.optional() }))
     .mutation(async ({ ctx, input }) => {
-      try {
-        const org = await ctx.db.transaction(async (tx) => {
-          const s = input.slug ?? (await uniqueSlug(tx, input.name));
-          const [o] = await tx.insert(organisations).values({ name: input.name, slug: s }).returning();
-          await tx.insert(memberships).values({ orgId: o!.id, userId: ctx.user.id, role: "owner" });
-          return o!;
-        });
-        ctx.audit.orgId = org.id;
-        ctx.audit.targetId = org.id;
-        ctx.audit.details = { slug: org.slug };
-        return { ...org, role: "owner" as const };
-      } catch (err) {
-        if (isUniqueViolation(err))
-          throw apiError("CONFLICT", "that slug is taken", { fieldErrors: { slug: "already taken" } });
-        throw err;
+      // A derived slug can be taken by a concurrent create between check and insert: derive again.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const org = await ctx.db.transaction(async (tx) => {
+            const s = input.slug ?? (await uniqueSlug(tx, input.name));
+            const [o] = await tx.insert(organisations).values({ name: input.name, slug: s }).returning();
+            await tx.insert(memberships).values({ orgId: o!.id, userId: ctx.user.id, role: "owner" });
+            return o!;
+          });
+          ctx.audit.orgId = org.id;
+          ctx.audit.targetId = org.id;
+          ctx.audit.details = { slug: org.slug };
+          return { ...org, role: "owner" as const };
+        } catch (err) {
+          if (!isUniqueViolation(err)) throw err;
+          if (input.slug)
+            throw apiError("CONFLICT", "that slug is taken", { fieldErrors: { slug: "already taken" } });
+          if (attempt >= 5)
+            throw apiError("CONFLICT", "could not find a free slug; give one", {
+              fieldErrors: { slug: "give a slug" },
+            });
+        }
       }
     }),
 
