@@ -3,6 +3,7 @@ import { apiKeyMatches, parseApiKey } from "@tessera/core";
 import {
   apiKeys,
   auditLog,
+  authAccounts,
   authSessions,
   type Database,
   memberships,
@@ -111,6 +112,91 @@ export async function signUp(
       }
       if (constraint === "organisations_slug_unique" && attempt < 5) continue;
       throw err;
+    }
+  }
+}
+
+export interface OAuthIdentity {
+  provider: string;
+  providerAccountId: string;
+  email: string | null | undefined;
+  name?: string | null;
+  /** Provider login (GitHub username): preferred as the personal org's slug. */
+  login?: string | null;
+}
+
+/**
+ * Map an OAuth identity (GitHub) to a user: a linked identity signs in its user; a new identity
+ * with an unused email gets a user without a password plus a personal organisation, like
+ * `signUp`. An email that already has an account is refused (`CONFLICT`) rather than linked: the
+ * provider's email claim is not proof of owning that account. No email -> `BAD_REQUEST`.
+ */
+export async function oauthSignIn(
+  db: Database,
+  identity: OAuthIdentity,
+  opts: { adminEmails?: string[] } = {},
+): Promise<PublicUser> {
+  const linkedUser = async () => {
+    const [row] = await db
+      .select(publicUserColumns)
+      .from(authAccounts)
+      .innerJoin(users, eq(users.id, authAccounts.userId))
+      .where(
+        and(
+          eq(authAccounts.provider, identity.provider),
+          eq(authAccounts.providerAccountId, identity.providerAccountId),
+        ),
+      )
+      .limit(1);
+    return row;
+  };
+  const linked = await linkedUser();
+  if (linked) return linked;
+  const addr = identity.email?.trim().toLowerCase();
+  if (!addr || !email.safeParse(addr).success)
+    throw apiError("BAD_REQUEST", `${identity.provider} did not share a usable email address`);
+  const taken = () => apiError("CONFLICT", `an account with ${addr} exists; sign in with its password`);
+  const admins = opts.adminEmails ?? adminEmailsFromEnv();
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await db.transaction(async (tx) => {
+        const [user] = await tx
+          .insert(users)
+          .values({
+            email: addr,
+            name: identity.name ?? null,
+            passwordHash: null,
+            isPlatformAdmin: admins.includes(addr),
+          })
+          .returning(publicUserColumns);
+        const slug = await uniqueSlug(tx, identity.login ?? addr.split("@")[0] ?? "user");
+        const [org] = await tx
+          .insert(organisations)
+          .values({ slug, name: identity.name ? `${identity.name}'s organisation` : slug, personal: true })
+          .returning({ id: organisations.id });
+        await tx.insert(memberships).values({ orgId: org!.id, userId: user!.id, role: "owner" });
+        await tx.insert(authAccounts).values({
+          userId: user!.id,
+          provider: identity.provider,
+          providerAccountId: identity.providerAccountId,
+        });
+        await tx.insert(auditLog).values({
+          orgId: org!.id,
+          userId: user!.id,
+          action: "auth.signUp",
+          targetId: user!.id,
+          details: { email: addr, provider: identity.provider, platformAdmin: user!.isPlatformAdmin },
+        });
+        return user!;
+      });
+    } catch (err) {
+      const constraint = uniqueViolation(err);
+      if (!constraint) throw err;
+      // A concurrent first sign-in of the same identity won: use its user.
+      const raced = await linkedUser();
+      if (raced) return raced;
+      if (constraint === "users_email_unique") throw taken();
+      if (attempt >= 5) throw err;
     }
   }
 }

@@ -4,6 +4,8 @@ export {
   DEFAULT_SESSION_TTL_S,
   grantPlatformAdmin,
   hashPassword,
+  type OAuthIdentity,
+  oauthSignIn,
   type PublicUser,
   revokeSession,
   revokeUserSessions,

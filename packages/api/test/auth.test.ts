@@ -7,6 +7,7 @@ import {
   createApiHandler,
   createSession,
   grantPlatformAdmin,
+  oauthSignIn,
   revokeSession,
   signUp,
   validateSession,
@@ -108,6 +109,39 @@ describe("sign-up and sign-in", () => {
     const all = await again.admin.users({ search: "example.com" });
     expect(all.map((x) => x.email)).toContain("ada@example.com");
     expect((await failure(grantPlatformAdmin(env.db, "ghost@example.com"))).code).toBe("NOT_FOUND");
+  });
+});
+
+describe("OAuth sign-in", () => {
+  it("creates a passwordless user with a personal org once, then signs the identity in", async () => {
+    const identity = {
+      provider: "github",
+      providerAccountId: "4242",
+      email: "Octo@Example.com",
+      name: "Octo",
+      login: "octocat",
+    };
+    const [first, second] = await Promise.all([
+      oauthSignIn(env.db, identity, { adminEmails: [] }),
+      oauthSignIn(env.db, identity, { adminEmails: [] }),
+    ]);
+    expect(second!.id).toBe(first!.id);
+    expect(first).toMatchObject({ email: "octo@example.com", name: "Octo", isPlatformAdmin: false });
+    const { sessionId } = await createSession(env.db, first!.id);
+    const me = await (await env.caller({ sessionId })).auth.me();
+    expect(me.orgs).toEqual([expect.objectContaining({ slug: "octocat", role: "owner", personal: true })]);
+    expect(await verifyCredentials(env.db, "octo@example.com", "")).toBeNull();
+    expect((await oauthSignIn(env.db, { ...identity, email: "changed@example.com" })).id).toBe(first!.id);
+  });
+
+  it("refuses an identity whose email belongs to a password account, or that has no email", async () => {
+    const taken = await failure(
+      oauthSignIn(env.db, { provider: "github", providerAccountId: "1", email: "ada@example.com" }),
+    );
+    expect(taken.code).toBe("CONFLICT");
+    expect(
+      (await failure(oauthSignIn(env.db, { provider: "github", providerAccountId: "2", email: null }))).code,
+    ).toBe("BAD_REQUEST");
   });
 });
 
