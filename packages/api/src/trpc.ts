@@ -43,13 +43,23 @@ const audited = t.middleware(async ({ ctx, type, path, next }) => {
   const result = await next({ ctx: { audit } });
   if (type === "mutation" && result.ok && !audit.written) {
     const c = ctx.caller;
-    await ctx.db.insert(auditLog).values({
+    const row = {
       orgId: audit.orgId ?? (c.kind === "apiKey" ? c.orgId : null),
       userId: c.kind === "user" ? c.user.id : null,
       action: path,
       targetId: audit.targetId,
       details: { ...audit.details, ...(c.kind === "apiKey" ? { apiKeyId: c.apiKeyId } : {}) },
-    });
+    };
+    // The change is committed: failing the call now would make clients retry a done deploy.
+    // A lost row is logged in full instead, so it can be recovered from the logs.
+    await ctx.db
+      .insert(auditLog)
+      .values(row)
+      .catch((err: unknown) =>
+        console.error(
+          JSON.stringify({ level: "error", msg: "audit row not written", row, err: String(err) }),
+        ),
+      );
   }
   return result;
 });
