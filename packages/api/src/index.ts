@@ -25,7 +25,14 @@ export {
   createContext,
   resolveCaller,
 } from "./context.js";
-export { apiError, type DescribedError, describeError, toHttpError, validationError } from "./errors.js";
+export {
+  apiError,
+  type DescribedError,
+  describeError,
+  issueFieldErrors,
+  toHttpError,
+  validationError,
+} from "./errors.js";
 export { type ApiHandlerOptions, createApiHandler } from "./http.js";
 export {
   type AppRouter,
