@@ -1,0 +1,67 @@
+import type { JobQueue } from "@tessera/core";
+import type { Database } from "@tessera/db";
+import { type PublicUser, validateSession, verifyApiKey } from "./auth.js";
+
+/**
+ * Who is calling. A session user acts with their memberships; an API key acts as `admin` of its
+ * own organisation only and can call no user-level procedure (auth.me, orgs.create, ...).
+ */
+export type Caller =
+  | { kind: "user"; user: PublicUser; sessionId: string }
+  | { kind: "apiKey"; apiKeyId: string; orgId: string }
+  | { kind: "anonymous" };
+
+/** What the HTTP layer hands over: a session id (from the next-auth JWT) or a raw Authorization header. */
+export type AuthInput =
+  | { sessionId: string }
+  | { authorization: string | null | undefined }
+  | { apiKey: string }
+  | null
+  | undefined;
+
+/** Mutable per-call audit record (a server-side caller reuses one context for many calls); the audit middleware writes it after a successful mutation. */
+export interface AuditDraft {
+  orgId: string | null;
+  targetId: string | null;
+  details: Record<string, unknown>;
+  /** Set by procedures that write their own audit row inside their transaction. */
+  written: boolean;
+}
+
+export interface Context {
+  db: Database;
+  jobs: JobQueue;
+  caller: Caller;
+}
+
+export interface CreateContextOptions {
+  db: Database;
+  jobs: JobQueue;
+  auth?: AuthInput;
+}
+
+export function newAuditDraft(): AuditDraft {
+  return { orgId: null, targetId: null, details: {}, written: false };
+}
+
+/** Resolves the caller once per request; invalid credentials leave an anonymous caller (UNAUTHENTICATED later). */
+export async function createContext({ db, jobs, auth }: CreateContextOptions): Promise<Context> {
+  return { db, jobs, caller: await resolveCaller(db, auth) };
+}
+
+export async function resolveCaller(db: Database, auth: AuthInput): Promise<Caller> {
+  if (!auth) return { kind: "anonymous" };
+  if ("sessionId" in auth) {
+    const s = await validateSession(db, auth.sessionId);
+    return s ? { kind: "user", user: s.user, sessionId: s.sessionId } : { kind: "anonymous" };
+  }
+  const key = "apiKey" in auth ? auth.apiKey : bearerToken(auth.authorization);
+  if (!key) return { kind: "anonymous" };
+  const k = await verifyApiKey(db, key);
+  return k ? { kind: "apiKey", apiKeyId: k.apiKeyId, orgId: k.orgId } : { kind: "anonymous" };
+}
+
+export function bearerToken(header: string | null | undefined): string | null {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? "");
+  return m ? m[1]! : null;
+}
