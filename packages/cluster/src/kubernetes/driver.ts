@@ -261,6 +261,8 @@ export class KubernetesDriver implements ClusterDriver {
         if (!resourceVersion) resourceVersion = await this.relist();
         const outcome = await new Promise<{ gone: boolean; err?: unknown }>((resolve) => {
           let gone = false;
+          // Aborting a watch does not always reach its done callback; closing must not wait on it.
+          this.closing.signal.addEventListener("abort", () => resolve({ gone: false }), { once: true });
           this.watcher
             .watch(
               "/api/v1/pods",

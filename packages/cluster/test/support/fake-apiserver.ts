@@ -111,6 +111,8 @@ export class FakeApiServer {
       "- name: fake",
       "  cluster:",
       `    server: http://127.0.0.1:${this.port}`,
+      // client-node refuses plain HTTP unless TLS verification is explicitly off.
+      "    insecure-skip-tls-verify: true",
       "users:",
       "- name: tessera",
       "  user:",
@@ -314,8 +316,8 @@ export class FakeApiServer {
         return this.status(res, 409, "Conflict", `Operation cannot be fulfilled on ${def.resource} "${name}": the object has been modified; please apply your changes to the latest version and try again`);
       const next = clone(existing);
       for (const [k, v] of Object.entries(patch)) if (k !== "metadata" && k !== "status") next[k] = clone(v);
-      next.metadata.labels = { ...existing.metadata.labels, ...patch.metadata.labels };
-      next.metadata.annotations = { ...existing.metadata.annotations, ...patch.metadata.annotations };
+      for (const field of ["labels", "annotations"] as const)
+        if (existing.metadata[field] || patch.metadata[field]) next.metadata[field] = { ...existing.metadata[field], ...patch.metadata[field] };
       return this.json(res, 200, this.update(def, existing, next));
     }
     if (type === "application/merge-patch+json") {
@@ -340,6 +342,8 @@ export class FakeApiServer {
   private watch(req: IncomingMessage, res: ServerResponse, resource: string, namespace: string | undefined, url: URL) {
     const from = Number(url.searchParams.get("resourceVersion") ?? "0");
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
+    // A watch client waits for the response headers before it reads events.
+    res.flushHeaders();
     if (from && from < this.compactedThrough) {
       res.end(
         `${JSON.stringify({ type: "ERROR", object: { kind: "Status", apiVersion: "v1", status: "Failure", message: `too old resource version: ${from} (${this.compactedThrough})`, reason: "Expired", code: 410 } })}\n`,
