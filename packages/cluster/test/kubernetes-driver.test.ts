@@ -233,7 +233,6 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     expect(role).toBeDefined();
     const granted = new Set<string>();
     for (const rule of role.rules) for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${v} ${r}`);
-    console.log([...server.seen].sort().join("\n"));
     const used = [...server.seen].filter((s) => !s.endsWith(" replicasets"));
     const missing = used.filter((u) => !granted.has(u));
     expect(missing).toEqual([]);
