@@ -13,7 +13,8 @@ export interface ClusterDriverRow {
 function kubernetesManifestOptions(c: Record<string, unknown>): Partial<ManifestOptions> {
   const out: Partial<ManifestOptions> = {};
   const str = (k: string) => (typeof c[k] === "string" ? (c[k] as string) : undefined);
-  const num = (k: string) => (typeof c[k] === "number" && Number.isFinite(c[k]) ? (c[k] as number) : undefined);
+  const num = (k: string) =>
+    typeof c[k] === "number" && Number.isFinite(c[k]) ? (c[k] as number) : undefined;
   out.registry = str("registry") ?? process.env.TESSERA_RUNTIME_REGISTRY;
   out.runtimeTag = str("runtimeTag") ?? process.env.TESSERA_RUNTIME_TAG;
   out.gatewayNamespace = str("gatewayNamespace") ?? process.env.TESSERA_GATEWAY_NAMESPACE;
@@ -22,8 +23,14 @@ function kubernetesManifestOptions(c: Record<string, unknown>): Partial<Manifest
   out.drainTimeoutS = num("drainTimeoutS");
   const envStorageClass = str("envStorageClass");
   if (envStorageClass !== undefined || c.envVolume === "claim")
-    out.envVolume = { kind: "claim", sizeGi: num("envVolumeSizeGi") ?? 20, ...(envStorageClass ? { storageClassName: envStorageClass } : {}) };
-  return Object.fromEntries(Object.entries(out).filter(([, v]) => v !== undefined)) as Partial<ManifestOptions>;
+    out.envVolume = {
+      kind: "claim",
+      sizeGi: num("envVolumeSizeGi") ?? 20,
+      ...(envStorageClass ? { storageClassName: envStorageClass } : {}),
+    };
+  return Object.fromEntries(
+    Object.entries(out).filter(([, v]) => v !== undefined),
+  ) as Partial<ManifestOptions>;
 }
 
 /** The driver a cluster row asks for. */
@@ -31,7 +38,10 @@ export function createDriver(cluster: ClusterDriverRow): ClusterDriver {
   const config = cluster.driverConfig ?? {};
   switch (cluster.driver) {
     case "kubernetes":
-      return new KubernetesDriver({ kubeConfig: loadKubeConfig(config), ...kubernetesManifestOptions(config) });
+      return new KubernetesDriver({
+        kubeConfig: loadKubeConfig(config),
+        ...kubernetesManifestOptions(config),
+      });
     default:
       throw new TesseraError("VALIDATION_FAILED", `no cluster driver '${cluster.driver}' in this build`);
   }

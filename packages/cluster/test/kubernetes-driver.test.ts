@@ -49,14 +49,17 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
   const events: ReplicaEvent[] = [];
   const errors: unknown[] = [];
   const newDriver = () => {
-    const d = new KubernetesDriver({ kubeConfig: loadKubeConfig({ kubeconfig: server.kubeconfig() }), retryBaseDelayMs: 5,
+    const d = new KubernetesDriver({
+      kubeConfig: loadKubeConfig({ kubeconfig: server.kubeconfig() }),
+      retryBaseDelayMs: 5,
       envVolume: { kind: "claim", sizeGi: 20, storageClassName: "nfs" },
       onError: (e) => errors.push(e),
     });
     drivers.push(d);
     return d;
   };
-  const podsOf = (workload: string) => server.list("pods", NS).filter((p) => p.metadata.labels?.["tessera.dev/workload"] === workload);
+  const podsOf = (workload: string) =>
+    server.list("pods", NS).filter((p) => p.metadata.labels?.["tessera.dev/workload"] === workload);
 
   beforeAll(async () => {
     await server.start();
@@ -71,10 +74,12 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     const d = createDriver({ driver: "kubernetes", driverConfig: { kubeconfig: server.kubeconfig() } });
     expect(d.kind).toBe("kubernetes");
     await d.close();
-    expect(() => createDriver({ driver: "nomad" })).toThrow(expect.objectContaining({ code: "VALIDATION_FAILED" }));
-    expect(() => createDriver({ driver: "kubernetes", driverConfig: { kubeconfig: "/no/such/file" } })).toThrow(
+    expect(() => createDriver({ driver: "nomad" })).toThrow(
       expect.objectContaining({ code: "VALIDATION_FAILED" }),
     );
+    expect(() =>
+      createDriver({ driver: "kubernetes", driverConfig: { kubeconfig: "/no/such/file" } }),
+    ).toThrow(expect.objectContaining({ code: "VALIDATION_FAILED" }));
   });
 
   it("provisions the namespace and its guard rails, and a second provision changes nothing", async () => {
@@ -101,13 +106,24 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
 
   it("records an environment for the in-pod builder; unknown clusters are NOT_FOUND", async () => {
     const logs: string[] = [];
-    const handle = await driver.ensureEnvironment({ clusterId: cluster.clusterId, hash: envHash, runtime: "python", spec: config.environment }, (l) => logs.push(l));
+    const handle = await driver.ensureEnvironment(
+      { clusterId: cluster.clusterId, hash: envHash, runtime: "python", spec: config.environment },
+      (l) => logs.push(l),
+    );
     expect(handle.hash).toBe(envHash);
     expect(handle.location).toContain(envHash);
     expect(server.get("configmaps", NS, `env-${envHash}`)?.data["requirements.txt"]).toBe("numpy==1.26.4\n");
     expect(logs.join("\n")).toMatch(/build-env init container/);
     await expect(
-      driver.ensureEnvironment({ clusterId: "00000000-0000-4000-8000-000000000000", hash: envHash, runtime: "python", spec: config.environment }, () => {}),
+      driver.ensureEnvironment(
+        {
+          clusterId: "00000000-0000-4000-8000-000000000000",
+          hash: envHash,
+          runtime: "python",
+          spec: config.environment,
+        },
+        () => {},
+      ),
     ).rejects.toMatchObject({ code: "NOT_FOUND" });
   });
 
@@ -122,14 +138,16 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     validateK8s(dep as never);
     const ready = await waitFor("two ready replicas", async () => {
       const list = await driver.listReplicas(cluster.clusterId);
-      return list.length === 2 && list.every((r) => r.phase === "ready") && list;
+      return list.length === 2 && list.every((r) => r.phase === "ready") ? list : null;
     });
     for (const r of ready) expect(r.address).toMatch(/^http:\/\/10\.244\.0\.\d+:8000$/);
     expect(new Set(ready.map((r) => r.address)).size).toBe(2);
 
     // The pairing replica id -> pod lives on the pods, so a fresh driver (provisioner restart) sees the same.
     const again = await newDriver().listReplicas(cluster.clusterId);
-    expect(Object.fromEntries(again.map((r) => [r.replicaId, r.address]))).toEqual(Object.fromEntries(ready.map((r) => [r.replicaId, r.address])));
+    expect(Object.fromEntries(again.map((r) => [r.replicaId, r.address]))).toEqual(
+      Object.fromEntries(ready.map((r) => [r.replicaId, r.address])),
+    );
 
     const writes = server.writes.length;
     const rv = server.get("deployments", NS, workload)?.metadata.resourceVersion;
@@ -149,10 +167,16 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     // resourceVersion precondition turns the lost update into a 409, and the retry keeps both.
     const other = newDriver();
     await Promise.all([driver.startReplica(replica("r4")), other.startReplica(replica("r5"))]);
-    const ids = JSON.parse(server.get("deployments", NS, workload)?.metadata.annotations["tessera.dev/replica-ids"]);
+    const ids = JSON.parse(
+      server.get("deployments", NS, workload)?.metadata.annotations["tessera.dev/replica-ids"],
+    );
     expect(ids.sort()).toEqual(["r1", "r2", "r3", "r4", "r5"]);
     expect(server.get("deployments", NS, workload)?.spec.replicas).toBe(5);
-    await waitFor("five ready", async () => (await driver.listReplicas(cluster.clusterId)).filter((r) => r.phase === "ready").length === 5);
+    await waitFor(
+      "five ready",
+      async () =>
+        (await driver.listReplicas(cluster.clusterId)).filter((r) => r.phase === "ready").length === 5,
+    );
   });
 
   it("stopReplica removes exactly the pod that stands for the replica", async () => {
@@ -168,20 +192,26 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     const addresses = podsOf(workload).map((p) => `http://${p.status.podIP}:8000`);
     expect(addresses).not.toContain(victim?.address);
     const after = await driver.listReplicas(cluster.clusterId);
-    expect(after.map((r) => [r.replicaId, r.address]).sort()).toEqual(others.map((r) => [r.replicaId, r.address]).sort());
+    expect(after.map((r) => [r.replicaId, r.address]).sort()).toEqual(
+      others.map((r) => [r.replicaId, r.address]).sort(),
+    );
   });
 
   it("watch follows pods, and resumes after 410 Gone by listing again", async () => {
     driver.watch((e) => events.push(e));
     const workload = workloadName("custom-service", "dedupe", 2);
     await driver.startReplica(replica("v2-a", 2));
-    const readyEvent = await waitFor("v2-a ready event", () => events.find((e) => e.replicaId === "v2-a" && e.phase === "ready"));
+    const readyEvent = await waitFor("v2-a ready event", () =>
+      events.find((e) => e.replicaId === "v2-a" && e.phase === "ready"),
+    );
     expect(readyEvent.revisionId).toBe(replica("v2-a", 2).revisionId);
     expect(readyEvent.address).toMatch(/^http:\/\/10\.244/);
 
     const pod = podsOf(workload)[0];
     server.restartPod(NS, pod?.metadata.name as string);
-    await waitFor("restart seen", () => events.find((e) => e.replicaId === "v2-a" && e.restarts === 1 && e.phase === "ready"));
+    await waitFor("restart seen", () =>
+      events.find((e) => e.replicaId === "v2-a" && e.restarts === 1 && e.phase === "ready"),
+    );
 
     // The watch breaks, a change lands while the driver is away, and the server forgets that
     // history: resuming from the driver's resourceVersion must answer 410 Gone.
@@ -190,10 +220,14 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     server.restartPod(NS, pod?.metadata.name as string);
     server.compact();
     await waitFor("relist after 410", () => driver.relists > relists);
-    await waitFor("change made during the outage", () => events.find((e) => e.replicaId === "v2-a" && e.restarts === 2));
+    await waitFor("change made during the outage", () =>
+      events.find((e) => e.replicaId === "v2-a" && e.restarts === 2),
+    );
     // ...and the new watch is live again.
     await driver.startReplica(replica("v2-b", 2));
-    await waitFor("v2-b ready via the resumed watch", () => events.find((e) => e.replicaId === "v2-b" && e.phase === "ready"));
+    await waitFor("v2-b ready via the resumed watch", () =>
+      events.find((e) => e.replicaId === "v2-b" && e.phase === "ready"),
+    );
 
     await driver.stopReplica(cluster.clusterId, "v2-a");
     await waitFor("v2-a stopped", () => events.find((e) => e.replicaId === "v2-a" && e.phase === "stopped"));
@@ -228,11 +262,14 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
   });
 
   it("the provisioner's RBAC grants every (verb, resource) the driver used, and nothing it did not", () => {
-    const docs = loadAllYaml(readFileSync(new URL("../../../infra/k8s/base/provisioner-rbac.yaml", import.meta.url), "utf8"));
+    const docs = loadAllYaml(
+      readFileSync(new URL("../../../infra/k8s/base/provisioner-rbac.yaml", import.meta.url), "utf8"),
+    );
     const role = docs.find((d) => d?.kind === "ClusterRole" && d.metadata.name === "tessera-provisioner");
     expect(role).toBeDefined();
     const granted = new Set<string>();
-    for (const rule of role.rules) for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${v} ${r}`);
+    for (const rule of role.rules)
+      for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${v} ${r}`);
     const used = [...server.seen].filter((s) => !s.endsWith(" replicasets"));
     const missing = used.filter((u) => !granted.has(u));
     expect(missing).toEqual([]);

@@ -51,7 +51,10 @@ function replica(over: Partial<ReplicaSpec> = {}, config: Record<string, unknown
 
 describe("kubernetes manifests", () => {
   it("cluster objects are valid Kubernetes objects that isolate and bound the namespace", () => {
-    const objects = clusterObjects(cluster, { ...DEFAULT_MANIFEST_OPTIONS, envVolume: { kind: "claim", sizeGi: 20, storageClassName: "nfs" } });
+    const objects = clusterObjects(cluster, {
+      ...DEFAULT_MANIFEST_OPTIONS,
+      envVolume: { kind: "claim", sizeGi: 20, storageClassName: "nfs" },
+    });
     for (const o of objects) validateK8s(o);
     const ns = namespaceName("acme", cluster.clusterId);
     expect(ns).toBe("tessera-acme-0b6c8f2e");
@@ -65,15 +68,28 @@ describe("kubernetes manifests", () => {
       pods: "20",
     });
     expect(byKind.NetworkPolicy.spec.podSelector).toEqual({});
-    expect(byKind.NetworkPolicy.spec.ingress[0].from[0].namespaceSelector.matchLabels).toEqual({ "kubernetes.io/metadata.name": "tessera-system" });
+    expect(byKind.NetworkPolicy.spec.ingress[0].from[0].namespaceSelector.matchLabels).toEqual({
+      "kubernetes.io/metadata.name": "tessera-system",
+    });
     expect(byKind.ServiceAccount.automountServiceAccountToken).toBe(false);
     expect(byKind.PersistentVolumeClaim.spec.accessModes).toEqual(["ReadWriteMany"]);
   });
 
   it("a revision becomes a valid, restricted Deployment with probes, resources, rollout and a Service", () => {
     const spec = replica();
-    const { configMap, deployment, service } = revisionObjects("tessera-acme-0b6c8f2e", spec, ["r-1", "r-2"], DEFAULT_MANIFEST_OPTIONS);
-    for (const o of [configMap, deployment, service, environmentConfigMap("ns", spec.environment.hash, spec.config.environment, {})]) validateK8s(o);
+    const { configMap, deployment, service } = revisionObjects(
+      "tessera-acme-0b6c8f2e",
+      spec,
+      ["r-1", "r-2"],
+      DEFAULT_MANIFEST_OPTIONS,
+    );
+    for (const o of [
+      configMap,
+      deployment,
+      service,
+      environmentConfigMap("ns", spec.environment.hash, spec.config.environment, {}),
+    ])
+      validateK8s(o);
     const d = deployment as any;
     expect(d.metadata.name).toBe(workloadName("custom-service", "dedupe", 3));
     expect(d.spec.replicas).toBe(2);
@@ -93,13 +109,24 @@ describe("kubernetes manifests", () => {
         seccompProfile: { type: "RuntimeDefault" },
       });
     }
-    expect(pod.initContainers[0].env).toContainEqual({ name: "TESSERA_ENV_HASH", value: spec.environment.hash });
+    expect(pod.initContainers[0].env).toContainEqual({
+      name: "TESSERA_ENV_HASH",
+      value: spec.environment.hash,
+    });
     // Files come back at their relative paths even though ConfigMap keys cannot contain '/'.
     const codeVolume = pod.volumes.find((v: any) => v.name === "code");
     expect(codeVolume.configMap.items.map((i: any) => i.path).sort()).toEqual(["handler.py", "lib/util.py"]);
-    expect(c.env).toContainEqual({ name: "TESSERA_HANDLE_URL", value: "http://gateway/v1/acme/custom-service" });
+    expect(c.env).toContainEqual({
+      name: "TESSERA_HANDLE_URL",
+      value: "http://gateway/v1/acme/custom-service",
+    });
     expect((service as any).spec.selector["tessera.dev/deployment-id"]).toBe(spec.deploymentId);
-    for (const key of ["tessera.dev/org-id", "tessera.dev/cluster-id", "tessera.dev/deployment-id", "tessera.dev/revision-id"])
+    for (const key of [
+      "tessera.dev/org-id",
+      "tessera.dev/cluster-id",
+      "tessera.dev/deployment-id",
+      "tessera.dev/revision-id",
+    ])
       expect(d.spec.template.metadata.labels[key]).toBeTruthy();
   });
 
@@ -110,7 +137,12 @@ describe("kubernetes manifests", () => {
     const frac = mapGpus(0.3, shared);
     expect(frac).toMatchObject({ resource: "nvidia.com/gpu.shared", count: 1 });
     expect(frac.note).toMatch(/time-sliced or MIG/);
-    const { deployment } = revisionObjects("ns", replica({}, { resources: { cpus: 1, gpus: 0.3, memoryMb: 2048 } }), ["a"], shared);
+    const { deployment } = revisionObjects(
+      "ns",
+      replica({}, { resources: { cpus: 1, gpus: 0.3, memoryMb: 2048 } }),
+      ["a"],
+      shared,
+    );
     validateK8s(deployment);
     const d = deployment as any;
     expect(d.spec.template.spec.containers[0].resources.limits["nvidia.com/gpu.shared"]).toBe("1");
@@ -119,7 +151,13 @@ describe("kubernetes manifests", () => {
 
   it("node runtimes without an environment get no init container; base64 bundles use binaryData", () => {
     const spec = replica(
-      { runtime: "node", code: { files: { "handler.ts": Buffer.from("export class A {}").toString("base64") }, encoding: "base64" } },
+      {
+        runtime: "node",
+        code: {
+          files: { "handler.ts": Buffer.from("export class A {}").toString("base64") },
+          encoding: "base64",
+        },
+      },
       { runtime: "node", entry: "handler.ts:A", environment: { kind: "none" } },
     );
     const { configMap, deployment } = revisionObjects("ns", spec, [], DEFAULT_MANIFEST_OPTIONS);
@@ -133,7 +171,9 @@ describe("kubernetes manifests", () => {
 
   it("rejects code bundles too large for a ConfigMap with PAYLOAD_TOO_LARGE", () => {
     const big = replica({ code: { files: { "handler.py": "x".repeat(2 * 1024 * 1024) }, encoding: "utf8" } });
-    expect(() => revisionObjects("ns", big, ["a"], DEFAULT_MANIFEST_OPTIONS)).toThrow(expect.objectContaining({ code: "PAYLOAD_TOO_LARGE" }));
+    expect(() => revisionObjects("ns", big, ["a"], DEFAULT_MANIFEST_OPTIONS)).toThrow(
+      expect.objectContaining({ code: "PAYLOAD_TOO_LARGE" }),
+    );
   });
 
   it("keeps names within DNS label limits and distinct after shortening", () => {
@@ -155,8 +195,17 @@ describe("kubernetes manifests", () => {
     expect(byReplica.get("b")?.metadata?.name).toBe("p-old");
     expect(byReplica.get("a")?.metadata?.name).toBe("p-new");
     expect(toAnnotate.map((x) => x.replicaId)).toEqual(["a"]);
-    expect(podPhase({ status: { phase: "Pending", containerStatuses: [{ name: "runtime", state: { waiting: { reason: "CrashLoopBackOff" } } }] } }).phase).toBe("failed");
+    expect(
+      podPhase({
+        status: {
+          phase: "Pending",
+          containerStatuses: [{ name: "runtime", state: { waiting: { reason: "CrashLoopBackOff" } } }],
+        },
+      }).phase,
+    ).toBe("failed");
     expect(podPhase({ metadata: { deletionTimestamp: "2026-01-01T00:00:00Z" } }).phase).toBe("draining");
-    expect(podPhase({ status: { phase: "Running", conditions: [{ type: "Ready", status: "False" }] } }).phase).toBe("starting");
+    expect(
+      podPhase({ status: { phase: "Running", conditions: [{ type: "Ready", status: "False" }] } }).phase,
+    ).toBe("starting");
   });
 });

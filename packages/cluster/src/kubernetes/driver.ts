@@ -1,4 +1,10 @@
-import { ApiException, type KubeConfig, KubernetesObjectApi, PatchStrategy, Watch } from "@kubernetes/client-node";
+import {
+  ApiException,
+  type KubeConfig,
+  KubernetesObjectApi,
+  PatchStrategy,
+  Watch,
+} from "@kubernetes/client-node";
 import { TesseraError } from "@tessera/core";
 import type {
   ClusterDriver,
@@ -18,7 +24,16 @@ import {
   type ManifestOptions,
   revisionObjects,
 } from "./manifests.js";
-import { ANNOTATIONS, codeConfigMapName, ENV_VOLUME_CLAIM, FIELD_MANAGER, LABELS, MANAGED_BY, namespaceName, workloadName } from "./names.js";
+import {
+  ANNOTATIONS,
+  codeConfigMapName,
+  ENV_VOLUME_CLAIM,
+  FIELD_MANAGER,
+  LABELS,
+  MANAGED_BY,
+  namespaceName,
+  workloadName,
+} from "./names.js";
 import { assignReplicaIds, type PodLike, replicaStatus } from "./replicas.js";
 
 export interface KubernetesDriverOptions extends Partial<ManifestOptions> {
@@ -48,7 +63,11 @@ const sleep = (ms: number, signal?: AbortSignal) =>
   });
 
 const statusCode = (err: unknown): number | undefined =>
-  err instanceof ApiException ? err.code : typeof (err as { statusCode?: unknown })?.statusCode === "number" ? (err as { statusCode: number }).statusCode : undefined;
+  err instanceof ApiException
+    ? err.code
+    : typeof (err as { statusCode?: unknown })?.statusCode === "number"
+      ? (err as { statusCode: number }).statusCode
+      : undefined;
 
 /**
  * Runs tenant clusters on Kubernetes: one namespace per cluster, one Deployment per revision of
@@ -80,7 +99,10 @@ export class KubernetesDriver implements ClusterDriver {
     const { kubeConfig, retryAttempts, retryBaseDelayMs, onError, ...manifest } = options;
     this.api = KubernetesObjectApi.makeApiClient(kubeConfig);
     this.watcher = new Watch(kubeConfig);
-    this.opts = { ...DEFAULT_MANIFEST_OPTIONS, ...Object.fromEntries(Object.entries(manifest).filter(([, v]) => v !== undefined)) };
+    this.opts = {
+      ...DEFAULT_MANIFEST_OPTIONS,
+      ...Object.fromEntries(Object.entries(manifest).filter(([, v]) => v !== undefined)),
+    };
     this.retryAttempts = retryAttempts ?? 6;
     this.retryBaseDelayMs = retryBaseDelayMs ?? 100;
     this.onError = onError ?? ((err) => console.error("[kubernetes-driver]", err));
@@ -109,7 +131,14 @@ export class KubernetesDriver implements ClusterDriver {
     if (!namespace) return;
     // Foreground: the namespace object stays (Terminating) until everything in it is gone.
     await this.call(() =>
-      this.api.delete({ apiVersion: "v1", kind: "Namespace", metadata: { name: namespace } }, undefined, undefined, undefined, undefined, "Foreground"),
+      this.api.delete(
+        { apiVersion: "v1", kind: "Namespace", metadata: { name: namespace } },
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        "Foreground",
+      ),
     ).catch((err) => {
       if (statusCode(err) !== 404) throw err;
     });
@@ -124,16 +153,27 @@ export class KubernetesDriver implements ClusterDriver {
    * builds into `<envs>/<hash>` unless a complete build is there. With a shared claim it is built
    * once per cluster; with emptyDir (no RWX storage) once per pod.
    */
-  async ensureEnvironment(env: EnvironmentRequest, onLog: (line: string) => void): Promise<EnvironmentHandle> {
+  async ensureEnvironment(
+    env: EnvironmentRequest,
+    onLog: (line: string) => void,
+  ): Promise<EnvironmentHandle> {
     if (env.spec.kind === "none") return { hash: env.hash, location: "image" };
     if (env.runtime === "node" && env.spec.kind !== "npm")
       throw new TesseraError("ENV_UNSUPPORTED", `a node replica cannot use a ${env.spec.kind} environment`);
     if (env.runtime === "python" && env.spec.kind === "npm")
       throw new TesseraError("ENV_UNSUPPORTED", "a python replica cannot use an npm environment");
     const namespace = await this.namespaceOf(env.clusterId, true);
-    await this.apply(environmentConfigMap(namespace as string, env.hash, env.spec, { [LABELS.managedBy]: MANAGED_BY, [LABELS.clusterId]: env.clusterId }));
-    const where = this.opts.envVolume.kind === "claim" ? `pvc/${ENV_VOLUME_CLAIM}/${env.hash}` : `emptyDir/${env.hash}`;
-    onLog(`environment ${env.hash} (${env.spec.kind}) recorded in ConfigMap env-${env.hash} of namespace ${namespace}`);
+    await this.apply(
+      environmentConfigMap(namespace as string, env.hash, env.spec, {
+        [LABELS.managedBy]: MANAGED_BY,
+        [LABELS.clusterId]: env.clusterId,
+      }),
+    );
+    const where =
+      this.opts.envVolume.kind === "claim" ? `pvc/${ENV_VOLUME_CLAIM}/${env.hash}` : `emptyDir/${env.hash}`;
+    onLog(
+      `environment ${env.hash} (${env.spec.kind}) recorded in ConfigMap env-${env.hash} of namespace ${namespace}`,
+    );
     onLog(
       this.opts.envVolume.kind === "claim"
         ? `it is built by the build-env init container of the first replica pod into ${where} and reused by later pods`
@@ -157,7 +197,8 @@ export class KubernetesDriver implements ClusterDriver {
         await this.apply(service);
         // The resourceVersion makes the apply conditional: a concurrent writer of the replica-id
         // list turns this into 409 Conflict, and the whole read-modify-apply is retried.
-        if (existing?.metadata.resourceVersion) deployment.metadata.resourceVersion = existing.metadata.resourceVersion as string;
+        if (existing?.metadata.resourceVersion)
+          deployment.metadata.resourceVersion = existing.metadata.resourceVersion as string;
         await this.apply(deployment, false);
       }),
     );
@@ -183,7 +224,10 @@ export class KubernetesDriver implements ClusterDriver {
     if (!owner) return;
     const workload = owner.metadata.name;
     await this.locked(`${namespace}/${workload}`, async () => {
-      const { byReplica } = assignReplicaIds(replicaIdsOf(owner), await this.listPods(namespace, `${LABELS.workload}=${workload}`));
+      const { byReplica } = assignReplicaIds(
+        replicaIdsOf(owner),
+        await this.listPods(namespace, `${LABELS.workload}=${workload}`),
+      );
       const pod = byReplica.get(replicaId);
       if (pod?.metadata?.name) {
         // Scale-down removes the lowest pod-deletion-cost pod first, so the pod that stands for
@@ -191,7 +235,11 @@ export class KubernetesDriver implements ClusterDriver {
         await this.mergePatch({
           apiVersion: "v1",
           kind: "Pod",
-          metadata: { name: pod.metadata.name, namespace, annotations: { [ANNOTATIONS.podDeletionCost]: STOPPING_DELETION_COST } },
+          metadata: {
+            name: pod.metadata.name,
+            namespace,
+            annotations: { [ANNOTATIONS.podDeletionCost]: STOPPING_DELETION_COST },
+          },
         }).catch((err) => {
           if (statusCode(err) !== 404) throw err;
         });
@@ -222,7 +270,10 @@ export class KubernetesDriver implements ClusterDriver {
   async listReplicas(clusterId: string): Promise<ReplicaStatus[]> {
     const namespace = await this.namespaceOf(clusterId, false);
     if (!namespace) return [];
-    const [deployments, pods] = await Promise.all([this.listDeployments(namespace), this.listPods(namespace, MANAGED_SELECTOR)]);
+    const [deployments, pods] = await Promise.all([
+      this.listDeployments(namespace),
+      this.listPods(namespace, MANAGED_SELECTOR),
+    ]);
     const out: ReplicaStatus[] = [];
     for (const d of deployments) {
       const podsOf = pods.filter((p) => p.metadata?.labels?.[LABELS.workload] === d.metadata.name);
@@ -297,7 +348,10 @@ export class KubernetesDriver implements ClusterDriver {
         if (this.closing.signal.aborted) return;
         failures++;
         this.onError(err);
-        await sleep(Math.min(30_000, this.retryBaseDelayMs * 2 ** Math.min(failures, 8)), this.closing.signal);
+        await sleep(
+          Math.min(30_000, this.retryBaseDelayMs * 2 ** Math.min(failures, 8)),
+          this.closing.signal,
+        );
       }
     }
   }
@@ -334,8 +388,16 @@ export class KubernetesDriver implements ClusterDriver {
       revisionId: labels[LABELS.revisionId] ?? "",
     };
     const status: ReplicaStatus =
-      type === "DELETED" ? { ...ids, phase: "stopped", address: null, restarts: 0, reason: "pod deleted" } : replicaStatus(ids, pod, this.opts.runtimePort);
-    const fingerprint = JSON.stringify([status.phase, status.address, status.restarts, status.reason, status.replicaId]);
+      type === "DELETED"
+        ? { ...ids, phase: "stopped", address: null, restarts: 0, reason: "pod deleted" }
+        : replicaStatus(ids, pod, this.opts.runtimePort);
+    const fingerprint = JSON.stringify([
+      status.phase,
+      status.address,
+      status.restarts,
+      status.reason,
+      status.replicaId,
+    ]);
     if (this.lastEmitted.get(key) === fingerprint) return;
     if (type === "DELETED") this.lastEmitted.delete(key);
     else this.lastEmitted.set(key, fingerprint);
@@ -377,15 +439,25 @@ export class KubernetesDriver implements ClusterDriver {
       await this.mergePatch({
         apiVersion: "v1",
         kind: "Pod",
-        metadata: { name: pod.metadata.name, namespace: d.metadata.namespace, annotations: { [ANNOTATIONS.replicaId]: replicaId } },
+        metadata: {
+          name: pod.metadata.name,
+          namespace: d.metadata.namespace,
+          annotations: { [ANNOTATIONS.replicaId]: replicaId },
+        },
       }).catch((err) => {
         // The pod may have gone meanwhile; the next list pairs the id with its successor.
         if (statusCode(err) !== 404) this.onError(err);
       });
     }
     const labels = d.metadata.labels ?? {};
-    const base = { clusterId: labels[LABELS.clusterId] ?? "", deploymentId: labels[LABELS.deploymentId] ?? "", revisionId: labels[LABELS.revisionId] ?? "" };
-    return ids.map((replicaId) => replicaStatus({ ...base, replicaId }, byReplica.get(replicaId), this.opts.runtimePort));
+    const base = {
+      clusterId: labels[LABELS.clusterId] ?? "",
+      deploymentId: labels[LABELS.deploymentId] ?? "",
+      revisionId: labels[LABELS.revisionId] ?? "",
+    };
+    return ids.map((replicaId) =>
+      replicaStatus({ ...base, replicaId }, byReplica.get(replicaId), this.opts.runtimePort),
+    );
   }
 
   private async deleteRevision(namespace: string, d: DeploymentObject): Promise<void> {
@@ -394,11 +466,24 @@ export class KubernetesDriver implements ClusterDriver {
     };
     // Background: the Deployment goes now, the garbage collector removes its ReplicaSets and pods.
     await this.api
-      .delete({ apiVersion: "apps/v1", kind: "Deployment", metadata: { name: d.metadata.name, namespace } }, undefined, undefined, undefined, undefined, "Background")
+      .delete(
+        { apiVersion: "apps/v1", kind: "Deployment", metadata: { name: d.metadata.name, namespace } },
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        "Background",
+      )
       .catch(ignore404);
     const revisionId = d.metadata.labels?.[LABELS.revisionId];
     if (revisionId)
-      await this.api.delete({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: codeConfigMapName(revisionId), namespace } }).catch(ignore404);
+      await this.api
+        .delete({
+          apiVersion: "v1",
+          kind: "ConfigMap",
+          metadata: { name: codeConfigMapName(revisionId), namespace },
+        })
+        .catch(ignore404);
     const deploymentId = d.metadata.labels?.[LABELS.deploymentId];
     if (!deploymentId) return;
     const siblings = (await this.listDeployments(namespace)).filter(
@@ -406,21 +491,44 @@ export class KubernetesDriver implements ClusterDriver {
     );
     if (siblings.length > 0) return;
     const services = (await this.call(() =>
-      this.api.list("v1", "Service", namespace, undefined, undefined, undefined, undefined, `${LABELS.deploymentId}=${deploymentId}`),
+      this.api.list(
+        "v1",
+        "Service",
+        namespace,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        `${LABELS.deploymentId}=${deploymentId}`,
+      ),
     )) as unknown as { items: K8sObject[] };
     for (const s of services.items)
-      await this.api.delete({ apiVersion: "v1", kind: "Service", metadata: { name: s.metadata.name, namespace } }).catch(ignore404);
+      await this.api
+        .delete({ apiVersion: "v1", kind: "Service", metadata: { name: s.metadata.name, namespace } })
+        .catch(ignore404);
   }
 
   private async namespaceOf(clusterId: string, required: boolean): Promise<string | undefined> {
     const cached = this.namespaces.get(clusterId);
     if (cached) return cached;
     const list = (await this.call(() =>
-      this.api.list("v1", "Namespace", undefined, undefined, undefined, undefined, undefined, `${LABELS.clusterId}=${clusterId}`),
+      this.api.list(
+        "v1",
+        "Namespace",
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        `${LABELS.clusterId}=${clusterId}`,
+      ),
     )) as unknown as { items: K8sObject[] };
-    const ns = list.items.find((n) => !(n as { metadata: { deletionTimestamp?: unknown } }).metadata.deletionTimestamp)?.metadata.name;
+    const ns = list.items.find(
+      (n) => !(n as { metadata: { deletionTimestamp?: unknown } }).metadata.deletionTimestamp,
+    )?.metadata.name;
     if (ns) this.namespaces.set(clusterId, ns);
-    else if (required) throw new TesseraError("NOT_FOUND", `cluster ${clusterId} has no namespace: provision it first`);
+    else if (required)
+      throw new TesseraError("NOT_FOUND", `cluster ${clusterId} has no namespace: provision it first`);
     return ns;
   }
 
@@ -437,7 +545,16 @@ export class KubernetesDriver implements ClusterDriver {
 
   private async listDeployments(namespace: string): Promise<DeploymentObject[]> {
     const list = (await this.call(() =>
-      this.api.list("apps/v1", "Deployment", namespace, undefined, undefined, undefined, undefined, MANAGED_SELECTOR),
+      this.api.list(
+        "apps/v1",
+        "Deployment",
+        namespace,
+        undefined,
+        undefined,
+        undefined,
+        undefined,
+        MANAGED_SELECTOR,
+      ),
     )) as unknown as { items: DeploymentObject[] };
     return list.items;
   }
@@ -451,7 +568,8 @@ export class KubernetesDriver implements ClusterDriver {
 
   /** Server-side apply as field manager `tessera`, forced: we own every field we send. */
   private async apply(obj: K8sObject, retry = true): Promise<void> {
-    const send = () => this.api.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
+    const send = () =>
+      this.api.patch(obj, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply);
     await (retry ? this.call(send) : send());
   }
 

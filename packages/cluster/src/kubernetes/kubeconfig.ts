@@ -12,11 +12,19 @@ export function loadKubeConfig(driverConfig: Record<string, unknown> = {}): Kube
   const source = driverConfig.kubeconfig;
   try {
     if (typeof source === "string" && source.trim() !== "" && driverConfig.inCluster !== true) {
-      if (/\n/.test(source) || /^\s*(apiVersion|kind|clusters)\s*:/.test(source) || source.trim().startsWith("{")) kc.loadFromString(source);
+      if (
+        /\n/.test(source) ||
+        /^\s*(apiVersion|kind|clusters)\s*:/.test(source) ||
+        source.trim().startsWith("{")
+      )
+        kc.loadFromString(source);
       else if (existsSync(source)) kc.loadFromFile(source);
       else throw new TesseraError("VALIDATION_FAILED", `driverConfig.kubeconfig: no file at ${source}`);
     } else if (source !== undefined && typeof source !== "string") {
-      throw new TesseraError("VALIDATION_FAILED", "driverConfig.kubeconfig must be the kubeconfig text or a path to it");
+      throw new TesseraError(
+        "VALIDATION_FAILED",
+        "driverConfig.kubeconfig must be the kubeconfig text or a path to it",
+      );
     } else {
       kc.loadFromCluster();
     }
@@ -26,6 +34,9 @@ export function loadKubeConfig(driverConfig: Record<string, unknown> = {}): Kube
     throw new TesseraError("VALIDATION_FAILED", `cannot load kubeconfig: ${(err as Error).message}`);
   }
   if (!kc.getCurrentCluster())
-    throw new TesseraError("VALIDATION_FAILED", "kubeconfig has no current cluster (set driverConfig.context or current-context)");
+    throw new TesseraError(
+      "VALIDATION_FAILED",
+      "kubeconfig has no current cluster (set driverConfig.context or current-context)",
+    );
   return kc;
 }

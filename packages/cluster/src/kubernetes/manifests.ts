@@ -50,7 +50,9 @@ export interface ManifestOptions {
   gatewayPodLabels: Record<string, string>;
   runtimePort: number;
   /** Where built environments live: a shared claim (built once per hash) or a per-pod emptyDir. */
-  envVolume: { kind: "emptyDir"; sizeGi: number } | { kind: "claim"; storageClassName?: string; sizeGi: number };
+  envVolume:
+    | { kind: "emptyDir"; sizeGi: number }
+    | { kind: "claim"; storageClassName?: string; sizeGi: number };
   /**
    * Resource name whole-GPU requests use, and the one fractional requests round up to. Operators
    * who share GPUs set e.g. `nvidia.com/gpu.shared` (time-slicing with renamed resources) or a MIG
@@ -81,7 +83,10 @@ const ENV_SPEC_DIR = "/env-spec";
 /** ConfigMaps are capped at 1 MiB by etcd; leave headroom for metadata. */
 const MAX_CODE_BYTES = 950 * 1024;
 
-export function runtimeImage(runtime: RuntimeKind, o: Pick<ManifestOptions, "registry" | "runtimeTag">): string {
+export function runtimeImage(
+  runtime: RuntimeKind,
+  o: Pick<ManifestOptions, "registry" | "runtimeTag">,
+): string {
   const repo = `tessera/runtime-${runtime}`;
   return `${o.registry ? `${o.registry.replace(/\/+$/, "")}/` : ""}${repo}:${o.runtimeTag}`;
 }
@@ -106,7 +111,8 @@ export function clusterObjects(spec: ClusterSpec, o: ManifestOptions): K8sObject
     [`requests.${o.gpuResource}`]: String(Math.floor(q.gpus)),
     pods: String(q.maxReplicas),
   };
-  if (o.fractionalGpuResource !== o.gpuResource) hard[`requests.${o.fractionalGpuResource}`] = String(Math.ceil(q.gpus));
+  if (o.fractionalGpuResource !== o.gpuResource)
+    hard[`requests.${o.fractionalGpuResource}`] = String(Math.ceil(q.gpus));
   const objects: K8sObject[] = [
     {
       apiVersion: "v1",
@@ -139,8 +145,14 @@ export function clusterObjects(spec: ClusterSpec, o: ManifestOptions): K8sObject
         limits: [
           {
             type: "Container",
-            default: { cpu: cpuQuantity(Math.min(1, q.cpus)), memory: memoryQuantity(Math.min(512, q.memoryMb)) },
-            defaultRequest: { cpu: cpuQuantity(Math.min(0.1, q.cpus)), memory: memoryQuantity(Math.min(128, q.memoryMb)) },
+            default: {
+              cpu: cpuQuantity(Math.min(1, q.cpus)),
+              memory: memoryQuantity(Math.min(512, q.memoryMb)),
+            },
+            defaultRequest: {
+              cpu: cpuQuantity(Math.min(0.1, q.cpus)),
+              memory: memoryQuantity(Math.min(128, q.memoryMb)),
+            },
             max: { cpu: cpuQuantity(q.cpus), memory: memoryQuantity(q.memoryMb) },
           },
         ],
@@ -197,7 +209,7 @@ export function clusterObjects(spec: ClusterSpec, o: ManifestOptions): K8sObject
  * conda (micromamba), package.json for npm.
  */
 export function environmentFiles(spec: EnvironmentSpec): Record<string, string> {
-  const files: Record<string, string> = { "kind": spec.kind, "spec.json": JSON.stringify(spec) };
+  const files: Record<string, string> = { kind: spec.kind, "spec.json": JSON.stringify(spec) };
   switch (spec.kind) {
     case "none":
       break;
@@ -207,17 +219,30 @@ export function environmentFiles(spec: EnvironmentSpec): Record<string, string> 
       break;
     case "conda": {
       // JSON is valid YAML, and it spares us quoting rules for arbitrary requirement strings.
-      files["environment.yml"] = JSON.stringify({ channels: spec.channels, dependencies: spec.dependencies }, null, 2);
+      files["environment.yml"] = JSON.stringify(
+        { channels: spec.channels, dependencies: spec.dependencies },
+        null,
+        2,
+      );
       break;
     }
     case "npm":
-      files["package.json"] = JSON.stringify({ name: "tessera-env", private: true, dependencies: spec.dependencies }, null, 2);
+      files["package.json"] = JSON.stringify(
+        { name: "tessera-env", private: true, dependencies: spec.dependencies },
+        null,
+        2,
+      );
       break;
   }
   return files;
 }
 
-export function environmentConfigMap(namespace: string, hash: string, spec: EnvironmentSpec, labels: Record<string, string>): K8sObject {
+export function environmentConfigMap(
+  namespace: string,
+  hash: string,
+  spec: EnvironmentSpec,
+  labels: Record<string, string>,
+): K8sObject {
   return {
     apiVersion: "v1",
     kind: "ConfigMap",
@@ -231,7 +256,11 @@ export function environmentConfigMap(namespace: string, hash: string, spec: Envi
  * ConfigMap keys cannot hold '/', so files are stored under `f0..fN` and the volume's `items`
  * put each back at its relative path. Base64 bundles go to binaryData unchanged.
  */
-export function codeConfigMap(namespace: string, spec: ReplicaSpec, labels: Record<string, string>): { configMap: K8sObject; items: { key: string; path: string }[] } {
+export function codeConfigMap(
+  namespace: string,
+  spec: ReplicaSpec,
+  labels: Record<string, string>,
+): { configMap: K8sObject; items: { key: string; path: string }[] } {
   const paths = Object.keys(spec.code.files).sort();
   const items = paths.map((path, i) => ({ key: `f${i}`, path }));
   const entries = Object.fromEntries(items.map(({ key, path }) => [key, spec.code.files[path] as string]));
@@ -266,7 +295,10 @@ export interface GpuMapping {
  * to whole devices of `fractionalGpuResource`, which only shares a physical GPU if the operator
  * configured NVIDIA time-slicing or MIG for that resource name.
  */
-export function mapGpus(gpus: number, o: Pick<ManifestOptions, "gpuResource" | "fractionalGpuResource">): GpuMapping {
+export function mapGpus(
+  gpus: number,
+  o: Pick<ManifestOptions, "gpuResource" | "fractionalGpuResource">,
+): GpuMapping {
   if (gpus <= 0) return { resource: null, count: 0 };
   if (Number.isInteger(gpus)) return { resource: o.gpuResource, count: gpus };
   const count = Math.ceil(gpus);
@@ -440,7 +472,10 @@ export function revisionObjects(
               env,
               resources,
               securityContext: containerSecurityContext(),
-              startupProbe: { ...probe(RUNTIME_PATHS.healthz), failureThreshold: Math.max(1, Math.ceil(hc.startupTimeoutS / startupPeriod)) },
+              startupProbe: {
+                ...probe(RUNTIME_PATHS.healthz),
+                failureThreshold: Math.max(1, Math.ceil(hc.startupTimeoutS / startupPeriod)),
+              },
               livenessProbe: probe(RUNTIME_PATHS.healthz),
               readinessProbe: probe(RUNTIME_PATHS.ready),
               volumeMounts: [
@@ -462,7 +497,11 @@ export function revisionObjects(
   const service: K8sObject = {
     apiVersion: "v1",
     kind: "Service",
-    metadata: { name: serviceName(spec.applicationName, spec.deploymentName), namespace, labels: deploymentLabels },
+    metadata: {
+      name: serviceName(spec.applicationName, spec.deploymentName),
+      namespace,
+      labels: deploymentLabels,
+    },
     spec: {
       type: "ClusterIP",
       selector: { [LABELS.deploymentId]: spec.deploymentId, [LABELS.managedBy]: MANAGED_BY },

@@ -57,7 +57,11 @@ export function namespaceName(orgSlug: string, clusterId: string): string {
  * One Kubernetes Deployment per (tessera deployment, revision). Kept to 47 characters so that
  * ReplicaSet (`-<10 char hash>`) and pod (`-<5 chars>`) names derived from it stay DNS labels.
  */
-export function workloadName(applicationName: string, deploymentName: string, revisionVersion: number): string {
+export function workloadName(
+  applicationName: string,
+  deploymentName: string,
+  revisionVersion: number,
+): string {
   return dnsLabel([applicationName, deploymentName, `v${revisionVersion}`], 47);
 }
 

@@ -21,11 +21,17 @@ export interface PodLike {
       name?: string;
       ready?: boolean;
       restartCount?: number;
-      state?: { waiting?: { reason?: string; message?: string }; terminated?: { reason?: string; exitCode?: number } };
+      state?: {
+        waiting?: { reason?: string; message?: string };
+        terminated?: { reason?: string; exitCode?: number };
+      };
     }[];
     initContainerStatuses?: {
       name?: string;
-      state?: { waiting?: { reason?: string; message?: string }; terminated?: { reason?: string; exitCode?: number } };
+      state?: {
+        waiting?: { reason?: string; message?: string };
+        terminated?: { reason?: string; exitCode?: number };
+      };
     }[];
   };
 }
@@ -49,7 +55,10 @@ export function podPhase(pod: PodLike): { phase: ReplicaPhase; reason?: string }
   for (const c of [...(s.initContainerStatuses ?? []), ...(s.containerStatuses ?? [])]) {
     const waiting = c.state?.waiting;
     if (waiting?.reason && FATAL_WAITING.has(waiting.reason))
-      return { phase: "failed", reason: `${c.name}: ${waiting.reason}${waiting.message ? `: ${waiting.message}` : ""}` };
+      return {
+        phase: "failed",
+        reason: `${c.name}: ${waiting.reason}${waiting.message ? `: ${waiting.message}` : ""}`,
+      };
     const term = c.state?.terminated;
     if (c.name === "build-env" && term && term.exitCode !== 0)
       return { phase: "failed", reason: `environment build failed (exit ${term.exitCode})` };
@@ -86,7 +95,9 @@ export function assignReplicaIds(
   const wanted = new Set(replicaIds);
   const byReplica = new Map<string, PodLike>();
   const free: PodLike[] = [];
-  const sorted = [...pods].sort((a, b) => createdAt(a) - createdAt(b) || (a.metadata?.name ?? "").localeCompare(b.metadata?.name ?? ""));
+  const sorted = [...pods].sort(
+    (a, b) => createdAt(a) - createdAt(b) || (a.metadata?.name ?? "").localeCompare(b.metadata?.name ?? ""),
+  );
   for (const pod of sorted) {
     const id = pod.metadata?.annotations?.[ANNOTATIONS.replicaId];
     if (id && wanted.has(id) && !byReplica.has(id)) byReplica.set(id, pod);
@@ -108,7 +119,14 @@ export function replicaStatus(
   pod: PodLike | undefined,
   port: number,
 ): ReplicaStatus {
-  if (!pod) return { ...ids, phase: "starting", address: null, restarts: 0, reason: "waiting for a pod to be scheduled" };
+  if (!pod)
+    return {
+      ...ids,
+      phase: "starting",
+      address: null,
+      restarts: 0,
+      reason: "waiting for a pod to be scheduled",
+    };
   const { phase, reason } = podPhase(pod);
   return {
     ...ids,

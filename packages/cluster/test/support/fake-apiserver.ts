@@ -34,10 +34,22 @@ const RESOURCES: ResourceDef[] = [
   { group: "", version: "v1", resource: "serviceaccounts", kind: "ServiceAccount", namespaced: true },
   { group: "", version: "v1", resource: "resourcequotas", kind: "ResourceQuota", namespaced: true },
   { group: "", version: "v1", resource: "limitranges", kind: "LimitRange", namespaced: true },
-  { group: "", version: "v1", resource: "persistentvolumeclaims", kind: "PersistentVolumeClaim", namespaced: true },
+  {
+    group: "",
+    version: "v1",
+    resource: "persistentvolumeclaims",
+    kind: "PersistentVolumeClaim",
+    namespaced: true,
+  },
   { group: "apps", version: "v1", resource: "deployments", kind: "Deployment", namespaced: true },
   { group: "apps", version: "v1", resource: "replicasets", kind: "ReplicaSet", namespaced: true },
-  { group: "networking.k8s.io", version: "v1", resource: "networkpolicies", kind: "NetworkPolicy", namespaced: true },
+  {
+    group: "networking.k8s.io",
+    version: "v1",
+    resource: "networkpolicies",
+    kind: "NetworkPolicy",
+    namespaced: true,
+  },
 ];
 
 interface WatchEvent {
@@ -64,7 +76,9 @@ export interface InjectedFailure {
 const clone = <T>(x: T): T => structuredClone(x);
 const sortedJson = (v: unknown): string =>
   JSON.stringify(v, (_k, val) =>
-    val && typeof val === "object" && !Array.isArray(val) ? Object.fromEntries(Object.entries(val).sort(([a], [b]) => (a < b ? -1 : 1))) : val,
+    val && typeof val === "object" && !Array.isArray(val)
+      ? Object.fromEntries(Object.entries(val).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : val,
   );
 
 export class FakeApiServer {
@@ -161,7 +175,11 @@ export class FakeApiServer {
     const pod = this.objects.get(this.key("pods", namespace, name));
     if (!pod) throw new Error(`no pod ${namespace}/${name}`);
     const s = pod.status;
-    s.containerStatuses = s.containerStatuses.map((c: any) => ({ ...c, ready: false, restartCount: c.restartCount + 1 }));
+    s.containerStatuses = s.containerStatuses.map((c: any) => ({
+      ...c,
+      ready: false,
+      restartCount: c.restartCount + 1,
+    }));
     s.conditions = [{ type: "Ready", status: "False" }];
     this.store("pods", pod, "MODIFIED");
     if (this.autoReady) setImmediate(() => this.markReady(namespace, name));
@@ -177,7 +195,13 @@ export class FakeApiServer {
       conditions: [{ type: "Ready", status: "True" }],
       containerStatuses: (pod.spec.containers ?? []).map((c: any) => {
         const prev = (pod.status.containerStatuses ?? []).find((p: any) => p.name === c.name);
-        return { name: c.name, ready: true, restartCount: prev?.restartCount ?? 0, image: c.image, state: { running: {} } };
+        return {
+          name: c.name,
+          ready: true,
+          restartCount: prev?.restartCount ?? 0,
+          image: c.image,
+          state: { running: {} },
+        };
       }),
     };
     this.store("pods", pod, "MODIFIED");
@@ -186,7 +210,8 @@ export class FakeApiServer {
   // ------------------------------------------------------------------ HTTP
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.headers.authorization !== "Bearer test-token") return this.status(res, 401, "Unauthorized", "bad token");
+    if (req.headers.authorization !== "Bearer test-token")
+      return this.status(res, 401, "Unauthorized", "bad token");
     const url = new URL(req.url ?? "/", "http://x");
     const segs = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
     let group = "";
@@ -215,7 +240,13 @@ export class FakeApiServer {
       name = rest[1];
     }
     const def = RESOURCES.find((r) => r.group === group && r.version === version && r.resource === resource);
-    if (!def) return this.status(res, 404, "NotFound", `the server could not find the requested resource ${url.pathname}`);
+    if (!def)
+      return this.status(
+        res,
+        404,
+        "NotFound",
+        `the server could not find the requested resource ${url.pathname}`,
+      );
 
     const watch = url.searchParams.get("watch");
     const verb =
@@ -237,11 +268,20 @@ export class FakeApiServer {
     const failure = this.failures.find((f) => f.verb === verb && f.resource === resource && f.times > 0);
     if (failure) {
       failure.times--;
-      return this.status(res, failure.status, failure.status === 409 ? "Conflict" : "InjectedFailure", `injected ${failure.status}`);
+      return this.status(
+        res,
+        failure.status,
+        failure.status === 409 ? "Conflict" : "InjectedFailure",
+        `injected ${failure.status}`,
+      );
     }
     this.seen.add(`${verb} ${resource}`);
     const body = ["POST", "PATCH", "PUT"].includes(req.method ?? "") ? await readBody(req) : "";
-    if ((verb === "create" || verb === "patch") && def.namespaced && !this.objects.has(this.key("namespaces", undefined, namespace as string)))
+    if (
+      (verb === "create" || verb === "patch") &&
+      def.namespaced &&
+      !this.objects.has(this.key("namespaces", undefined, namespace as string))
+    )
       return this.status(res, 404, "NotFound", `namespaces "${namespace}" not found`);
 
     switch (verb) {
@@ -254,10 +294,12 @@ export class FakeApiServer {
           apiVersion: group ? `${group}/${version}` : version,
           kind: `${def.kind}List`,
           metadata: { resourceVersion: String(this.rv) },
-          items: this.select(resource, namespace, parseSelector(url.searchParams.get("labelSelector"))).map((o) => {
-            const { apiVersion: _a, kind: _k, ...rest } = o;
-            return rest;
-          }),
+          items: this.select(resource, namespace, parseSelector(url.searchParams.get("labelSelector"))).map(
+            (o) => {
+              const { apiVersion: _a, kind: _k, ...rest } = o;
+              return rest;
+            },
+          ),
         });
       case "watch":
         return this.watch(req, res, resource, namespace, url);
@@ -271,7 +313,13 @@ export class FakeApiServer {
       case "patch":
         return this.patch(req, res, def, namespace, name as string, body, url);
       case "delete":
-        return this.delete(res, def, namespace, name as string, url.searchParams.get("propagationPolicy") ?? "Background");
+        return this.delete(
+          res,
+          def,
+          namespace,
+          name as string,
+          url.searchParams.get("propagationPolicy") ?? "Background",
+        );
       default:
         return this.status(res, 405, "MethodNotAllowed", `${req.method} not supported`);
     }
@@ -294,15 +342,25 @@ export class FakeApiServer {
     });
   }
 
-  private patch(req: IncomingMessage, res: ServerResponse, def: ResourceDef, namespace: string | undefined, name: string, body: string, url: URL) {
+  private patch(
+    req: IncomingMessage,
+    res: ServerResponse,
+    def: ResourceDef,
+    namespace: string | undefined,
+    name: string,
+    body: string,
+    url: URL,
+  ) {
     const type = (req.headers["content-type"] ?? "").split(";")[0];
     const patch = JSON.parse(body) as Obj;
     const key = this.key(def.resource, namespace, name);
     const existing = this.objects.get(key);
     const wantedRv = patch.metadata?.resourceVersion;
     if (type === "application/apply-patch+yaml") {
-      if (!url.searchParams.get("fieldManager")) return this.status(res, 400, "BadRequest", "fieldManager is required for apply patch");
-      if (patch.metadata?.name !== name) return this.status(res, 400, "BadRequest", "name in body does not match URL");
+      if (!url.searchParams.get("fieldManager"))
+        return this.status(res, 400, "BadRequest", "fieldManager is required for apply patch");
+      if (patch.metadata?.name !== name)
+        return this.status(res, 400, "BadRequest", "name in body does not match URL");
       if (!existing) {
         if (wantedRv) return this.status(res, 409, "Conflict", "object has been deleted");
         // Apply that creates needs the create permission too, as on a real apiserver.
@@ -313,33 +371,64 @@ export class FakeApiServer {
         return this.json(res, 201, this.create(def, obj));
       }
       if (wantedRv && wantedRv !== existing.metadata.resourceVersion)
-        return this.status(res, 409, "Conflict", `Operation cannot be fulfilled on ${def.resource} "${name}": the object has been modified; please apply your changes to the latest version and try again`);
+        return this.status(
+          res,
+          409,
+          "Conflict",
+          `Operation cannot be fulfilled on ${def.resource} "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+        );
       const next = clone(existing);
       for (const [k, v] of Object.entries(patch)) if (k !== "metadata" && k !== "status") next[k] = clone(v);
       for (const field of ["labels", "annotations"] as const)
-        if (existing.metadata[field] || patch.metadata[field]) next.metadata[field] = { ...existing.metadata[field], ...patch.metadata[field] };
+        if (existing.metadata[field] || patch.metadata[field])
+          next.metadata[field] = { ...existing.metadata[field], ...patch.metadata[field] };
       return this.json(res, 200, this.update(def, existing, next));
     }
     if (type === "application/merge-patch+json") {
       if (!existing) return this.notFound(res, def, name);
       if (wantedRv && wantedRv !== existing.metadata.resourceVersion)
-        return this.status(res, 409, "Conflict", `Operation cannot be fulfilled on ${def.resource} "${name}": the object has been modified`);
-      const next = mergePatch(clone(existing), { ...patch, metadata: { ...patch.metadata, resourceVersion: undefined } }) as Obj;
+        return this.status(
+          res,
+          409,
+          "Conflict",
+          `Operation cannot be fulfilled on ${def.resource} "${name}": the object has been modified`,
+        );
+      const next = mergePatch(clone(existing), {
+        ...patch,
+        metadata: { ...patch.metadata, resourceVersion: undefined },
+      }) as Obj;
       next.metadata.resourceVersion = existing.metadata.resourceVersion;
       return this.json(res, 200, this.update(def, existing, next));
     }
     return this.status(res, 415, "UnsupportedMediaType", `unsupported patch type ${type}`);
   }
 
-  private delete(res: ServerResponse, def: ResourceDef, namespace: string | undefined, name: string, policy: string) {
+  private delete(
+    res: ServerResponse,
+    def: ResourceDef,
+    namespace: string | undefined,
+    name: string,
+    policy: string,
+  ) {
     const o = this.objects.get(this.key(def.resource, namespace, name));
     if (!o) return this.notFound(res, def, name);
     this.remove(def.resource, o, policy);
     this.reconcileControllers();
-    return this.json(res, 200, { kind: "Status", apiVersion: "v1", status: "Success", details: { name, kind: def.resource } });
+    return this.json(res, 200, {
+      kind: "Status",
+      apiVersion: "v1",
+      status: "Success",
+      details: { name, kind: def.resource },
+    });
   }
 
-  private watch(req: IncomingMessage, res: ServerResponse, resource: string, namespace: string | undefined, url: URL) {
+  private watch(
+    req: IncomingMessage,
+    res: ServerResponse,
+    resource: string,
+    namespace: string | undefined,
+    url: URL,
+  ) {
     const from = Number(url.searchParams.get("resourceVersion") ?? "0");
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
     // A watch client waits for the response headers before it reads events.
@@ -350,7 +439,12 @@ export class FakeApiServer {
       );
       return;
     }
-    const w: Watcher = { resource, namespace, selector: parseSelector(url.searchParams.get("labelSelector")), res };
+    const w: Watcher = {
+      resource,
+      namespace,
+      selector: parseSelector(url.searchParams.get("labelSelector")),
+      res,
+    };
     for (const e of this.history) if (e.rv > from) this.deliver(w, e);
     this.watchers.add(w);
     req.on("close", () => this.watchers.delete(w));
@@ -393,9 +487,13 @@ export class FakeApiServer {
   }
 
   private update(def: ResourceDef, before: Obj, next: Obj): Obj {
-    const strip = (o: Obj) => ({ ...o, metadata: { ...o.metadata, resourceVersion: undefined, generation: undefined } });
+    const strip = (o: Obj) => ({
+      ...o,
+      metadata: { ...o.metadata, resourceVersion: undefined, generation: undefined },
+    });
     if (sortedJson(strip(before)) === sortedJson(strip(next))) return clone(before);
-    if (sortedJson(before.spec) !== sortedJson(next.spec)) next.metadata.generation = (before.metadata.generation ?? 1) + 1;
+    if (sortedJson(before.spec) !== sortedJson(next.spec))
+      next.metadata.generation = (before.metadata.generation ?? 1) + 1;
     this.writes.push({ verb: "update", resource: def.resource, name: next.metadata.name });
     this.store(def.resource, next, "MODIFIED");
     this.reconcileControllers();
@@ -405,7 +503,8 @@ export class FakeApiServer {
   private store(resource: string, obj: Obj, type: WatchEvent["type"]) {
     this.rv++;
     obj.metadata.resourceVersion = String(this.rv);
-    if (type === "DELETED") this.objects.delete(this.key(resource, obj.metadata.namespace, obj.metadata.name));
+    if (type === "DELETED")
+      this.objects.delete(this.key(resource, obj.metadata.namespace, obj.metadata.name));
     else this.objects.set(this.key(resource, obj.metadata.namespace, obj.metadata.name), obj);
     const event: WatchEvent = { rv: this.rv, type, resource, object: clone(obj) };
     this.history.push(event);
@@ -424,10 +523,15 @@ export class FakeApiServer {
     this.writes.push({ verb: "delete", resource, name: o.metadata.name });
     if (policy !== "Orphan") {
       for (const [, child] of [...this.objects]) {
-        const owned = (child.metadata.ownerReferences ?? []).some((r: { uid: string }) => r.uid === o.metadata.uid);
+        const owned = (child.metadata.ownerReferences ?? []).some(
+          (r: { uid: string }) => r.uid === o.metadata.uid,
+        );
         const contained = o.kind === "Namespace" && child.metadata.namespace === o.metadata.name;
         const childResource = this.kindToResource(child) as string;
-        if ((owned || contained) && this.objects.has(this.key(childResource, child.metadata.namespace, child.metadata.name)))
+        if (
+          (owned || contained) &&
+          this.objects.has(this.key(childResource, child.metadata.namespace, child.metadata.name))
+        )
           this.remove(childResource, child, policy);
       }
     }
@@ -443,7 +547,10 @@ export class FakeApiServer {
       const rsName = `${d.metadata.name}-${hash}`;
       const ns = d.metadata.namespace as string;
       const owned = [...this.objects.values()].filter(
-        (o) => o.kind === "ReplicaSet" && o.metadata.namespace === ns && o.metadata.ownerReferences?.[0]?.uid === d.metadata.uid,
+        (o) =>
+          o.kind === "ReplicaSet" &&
+          o.metadata.namespace === ns &&
+          o.metadata.ownerReferences?.[0]?.uid === d.metadata.uid,
       );
       for (const rs of owned) {
         const replicas = rs.metadata.name === rsName ? d.spec.replicas : 0;
@@ -460,7 +567,15 @@ export class FakeApiServer {
             name: rsName,
             namespace: ns,
             labels: { ...d.spec.template.metadata?.labels, "pod-template-hash": hash },
-            ownerReferences: [{ apiVersion: "apps/v1", kind: "Deployment", name: d.metadata.name, uid: d.metadata.uid, controller: true }],
+            ownerReferences: [
+              {
+                apiVersion: "apps/v1",
+                kind: "Deployment",
+                name: d.metadata.name,
+                uid: d.metadata.uid,
+                controller: true,
+              },
+            ],
             uid: randomUUID(),
             creationTimestamp: new Date().toISOString(),
           },
@@ -469,13 +584,18 @@ export class FakeApiServer {
         this.store("replicasets", rs, "ADDED");
       }
     }
-    for (const rs of [...this.objects.values()].filter((o) => o.kind === "ReplicaSet")) this.reconcileReplicaSet(rs);
+    for (const rs of [...this.objects.values()].filter((o) => o.kind === "ReplicaSet"))
+      this.reconcileReplicaSet(rs);
   }
 
   private reconcileReplicaSet(rs: Obj) {
     const ns = rs.metadata.namespace as string;
     const pods = [...this.objects.values()].filter(
-      (o) => o.kind === "Pod" && o.metadata.namespace === ns && o.metadata.ownerReferences?.[0]?.uid === rs.metadata.uid && !o.metadata.deletionTimestamp,
+      (o) =>
+        o.kind === "Pod" &&
+        o.metadata.namespace === ns &&
+        o.metadata.ownerReferences?.[0]?.uid === rs.metadata.uid &&
+        !o.metadata.deletionTimestamp,
     );
     const want = rs.spec.replicas ?? 0;
     for (let i = pods.length; i < want; i++) {
@@ -486,9 +606,20 @@ export class FakeApiServer {
         metadata: {
           name,
           namespace: ns,
-          labels: { ...rs.spec.template.metadata?.labels, "pod-template-hash": rs.metadata.labels["pod-template-hash"] },
+          labels: {
+            ...rs.spec.template.metadata?.labels,
+            "pod-template-hash": rs.metadata.labels["pod-template-hash"],
+          },
           annotations: { ...rs.spec.template.metadata?.annotations },
-          ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: rs.metadata.name, uid: rs.metadata.uid, controller: true }],
+          ownerReferences: [
+            {
+              apiVersion: "apps/v1",
+              kind: "ReplicaSet",
+              name: rs.metadata.name,
+              uid: rs.metadata.uid,
+              controller: true,
+            },
+          ],
           uid: randomUUID(),
           creationTimestamp: new Date(Date.now() + this.rv).toISOString(),
         },
@@ -500,10 +631,17 @@ export class FakeApiServer {
     }
     if (pods.length > want) {
       // ReplicaSet scale-down order: lowest pod-deletion-cost first, then not-ready, then newest.
-      const cost = (p: Obj) => Number(p.metadata.annotations?.["controller.kubernetes.io/pod-deletion-cost"] ?? 0);
-      const ready = (p: Obj) => (p.status?.conditions ?? []).some((c: any) => c.type === "Ready" && c.status === "True");
+      const cost = (p: Obj) =>
+        Number(p.metadata.annotations?.["controller.kubernetes.io/pod-deletion-cost"] ?? 0);
+      const ready = (p: Obj) =>
+        (p.status?.conditions ?? []).some((c: any) => c.type === "Ready" && c.status === "True");
       const victims = [...pods]
-        .sort((a, b) => cost(a) - cost(b) || Number(ready(a)) - Number(ready(b)) || b.metadata.creationTimestamp.localeCompare(a.metadata.creationTimestamp))
+        .sort(
+          (a, b) =>
+            cost(a) - cost(b) ||
+            Number(ready(a)) - Number(ready(b)) ||
+            b.metadata.creationTimestamp.localeCompare(a.metadata.creationTimestamp),
+        )
         .slice(0, pods.length - want);
       for (const pod of victims) {
         // Graceful termination: the pod is Terminating first, then gone.
@@ -526,7 +664,15 @@ export class FakeApiServer {
   }
 
   private status(res: ServerResponse, code: number, reason: string, message: string) {
-    this.json(res, code, { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message, reason, code });
+    this.json(res, code, {
+      kind: "Status",
+      apiVersion: "v1",
+      metadata: {},
+      status: "Failure",
+      message,
+      reason,
+      code,
+    });
   }
 
   private notFound(res: ServerResponse, def: ResourceDef, name: string) {
