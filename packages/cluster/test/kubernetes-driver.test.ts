@@ -1,4 +1,6 @@
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { loadAllYaml } from "@kubernetes/client-node";
 import { deploymentConfig, environmentHash } from "@tessera/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -74,6 +76,15 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     const d = createDriver({ driver: "kubernetes", driverConfig: { kubeconfig: server.kubeconfig() } });
     expect(d.kind).toBe("kubernetes");
     await d.close();
+    const path = join(mkdtempSync(join(tmpdir(), "kubeconfig-")), "config");
+    writeFileSync(path, server.kubeconfig());
+    const byPath = createDriver({ driver: "kubernetes", driverConfig: { kubeconfig: path } });
+    expect(await byPath.listReplicas(cluster.clusterId)).toEqual([]);
+    await byPath.close();
+    if (!process.env.KUBERNETES_SERVICE_HOST)
+      expect(() => createDriver({ driver: "kubernetes" })).toThrow(
+        expect.objectContaining({ code: "VALIDATION_FAILED" }),
+      );
     expect(() => createDriver({ driver: "nomad" })).toThrow(
       expect.objectContaining({ code: "VALIDATION_FAILED" }),
     );

@@ -71,7 +71,7 @@ const statusCode = (err: unknown): number | undefined =>
 
 /**
  * Runs tenant clusters on Kubernetes: one namespace per cluster, one Deployment per revision of
- * a tessera deployment, a Service per tessera deployment. See packages/cluster/README.md for how
+ * a tessera deployment, a Service per tessera deployment. See ./README.md for how
  * the controller's replica ids map onto Deployments and pods.
  */
 export class KubernetesDriver implements ClusterDriver {

@@ -26,6 +26,12 @@ export function loadKubeConfig(driverConfig: Record<string, unknown> = {}): Kube
         "driverConfig.kubeconfig must be the kubeconfig text or a path to it",
       );
     } else {
+      // Outside a pod loadFromCluster "succeeds" with a server of https://undefined:undefined.
+      if (!process.env.KUBERNETES_SERVICE_HOST)
+        throw new TesseraError(
+          "VALIDATION_FAILED",
+          "no driverConfig.kubeconfig given and not running inside a Kubernetes pod (KUBERNETES_SERVICE_HOST unset)",
+        );
       kc.loadFromCluster();
     }
     if (typeof driverConfig.context === "string") kc.setCurrentContext(driverConfig.context);

@@ -108,7 +108,8 @@ export function clusterObjects(spec: ClusterSpec, o: ManifestOptions): K8sObject
     "limits.cpu": cpuQuantity(q.cpus),
     "requests.memory": memoryQuantity(q.memoryMb),
     "limits.memory": memoryQuantity(q.memoryMb),
-    [`requests.${o.gpuResource}`]: String(Math.floor(q.gpus)),
+    // Fractional GPU requests round up to whole devices, so the quota does too.
+    [`requests.${o.gpuResource}`]: String(Math.ceil(q.gpus)),
     pods: String(q.maxReplicas),
   };
   if (o.fractionalGpuResource !== o.gpuResource)
