@@ -44,7 +44,7 @@ function replica(over: Partial<ReplicaSpec> = {}, config: Record<string, unknown
     config: cfg,
     code: { files: { "handler.py": "class Dedupe: ...", "lib/util.py": "X = 1" }, encoding: "utf8" },
     environment: { hash: environmentHash("python", cfg.environment), location: "x" },
-    extraEnv: { TESSERA_HANDLE_URL: "http://gateway/v1/acme/custom-service" },
+    extraEnv: { TESSERA_HANDLE_URL: "http://gateway/v1/acme/custom-service", TESSERA_PORT: "1" },
     ...over,
   };
 }

@@ -379,10 +379,12 @@ export function revisionObjects(
     { name: "TESSERA_ENV_DIR", value: envDir },
     { name: "HOME", value: "/tmp" },
     { name: "PYTHONDONTWRITEBYTECODE", value: "1" },
-    ...Object.entries(spec.extraEnv ?? {})
-      .sort(([a], [b]) => (a < b ? -1 : 1))
-      .map(([name, value]) => ({ name, value })),
   ];
+  // Extra variables never replace the runtime contract's (and a duplicate name would make the
+  // apply fail: `env` is a list keyed by name).
+  const taken = new Set(env.map((e) => e.name));
+  for (const [name, value] of Object.entries(spec.extraEnv ?? {}).sort(([a], [b]) => (a < b ? -1 : 1)))
+    if (!taken.has(name)) env.push({ name, value });
 
   const hc = c.healthCheck;
   const probe = (path: string) => ({
