@@ -240,6 +240,43 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
       events.find((e) => e.replicaId === "v2-b" && e.phase === "ready"),
     );
 
+    // An in-place template change of the revision (here: handle env) rolls its pods with the
+    // Deployment's RollingUpdate; the replica ids follow onto the new pods.
+    const oldPods = podsOf(workload).map((p) => p.metadata.name);
+    await driver.startReplica({ ...replica("v2-a", 2), extraEnv: { TESSERA_HANDLE_URL: "http://gw.new" } });
+    const rolled = await waitFor("replicas on new pods, ready", async () => {
+      const list = (await driver.listReplicas(cluster.clusterId)).filter(
+        (r) => r.revisionId === replica("x", 2).revisionId,
+      );
+      const names = podsOf(workload).map((p) => p.metadata.name);
+      return list.length === 2 &&
+        list.every((r) => r.phase === "ready") &&
+        names.every((n) => !oldPods.includes(n))
+        ? list
+        : null;
+    });
+    expect(rolled.map((r) => r.replicaId).sort()).toEqual(["v2-a", "v2-b"]);
+    await waitFor("watch reports v2-b ready on a new address", () =>
+      events.findLast(
+        (e) =>
+          e.replicaId === "v2-b" &&
+          e.phase === "ready" &&
+          e.address === rolled.find((r) => r.replicaId === "v2-b")?.address,
+      ),
+    );
+
+    // A crash-looping container is a failed replica.
+    const crashing = podsOf(workload).find(
+      (p) => p.metadata.annotations?.["tessera.dev/replica-id"] === "v2-b",
+    );
+    server.crashLoop(NS, crashing?.metadata.name as string);
+    const failed = await waitFor("v2-b failed", () =>
+      events.find((e) => e.replicaId === "v2-b" && e.phase === "failed"),
+    );
+    expect(failed.reason).toMatch(/CrashLoopBackOff/);
+    server.markReady(NS, crashing?.metadata.name as string);
+    await waitFor("v2-b recovered", () => events.findLast((e) => e.replicaId === "v2-b")?.phase === "ready");
+
     await driver.stopReplica(cluster.clusterId, "v2-a");
     await waitFor("v2-a stopped", () => events.find((e) => e.replicaId === "v2-a" && e.phase === "stopped"));
     expect(events.some((e) => e.replicaId === "v2-a" && e.phase === "draining")).toBe(true);

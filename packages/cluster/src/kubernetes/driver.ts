@@ -376,11 +376,16 @@ export class KubernetesDriver implements ClusterDriver {
     else this.podCache.set(key, pod);
     const labels = pod.metadata?.labels ?? {};
     const replicaId = pod.metadata?.annotations?.[ANNOTATIONS.replicaId];
+    const workload = labels[LABELS.workload];
     if (!replicaId) {
-      if (type !== "DELETED" && pod.metadata?.namespace && labels[LABELS.workload])
-        this.scheduleAssignment(pod.metadata.namespace, labels[LABELS.workload] as string);
+      if (type !== "DELETED" && pod.metadata?.namespace && workload)
+        this.scheduleAssignment(pod.metadata.namespace, workload);
       return;
     }
+    // A departed pod frees its replica id for a successor that may already be waiting unpaired
+    // (in-place rollouts, evictions).
+    if (type === "DELETED" && pod.metadata?.namespace && workload)
+      this.scheduleAssignment(pod.metadata.namespace, workload);
     const ids = {
       replicaId,
       clusterId: labels[LABELS.clusterId] ?? "",

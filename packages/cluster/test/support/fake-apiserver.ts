@@ -185,6 +185,20 @@ export class FakeApiServer {
     if (this.autoReady) setImmediate(() => this.markReady(namespace, name));
   }
 
+  /** Simulate a container that keeps crashing: waiting in CrashLoopBackOff, not ready. */
+  crashLoop(namespace: string, name: string): void {
+    const pod = this.objects.get(this.key("pods", namespace, name));
+    if (!pod) throw new Error(`no pod ${namespace}/${name}`);
+    pod.status.conditions = [{ type: "Ready", status: "False" }];
+    pod.status.containerStatuses = (pod.status.containerStatuses ?? []).map((c: any) => ({
+      ...c,
+      ready: false,
+      restartCount: c.restartCount + 1,
+      state: { waiting: { reason: "CrashLoopBackOff", message: "back-off 10s restarting failed container" } },
+    }));
+    this.store("pods", pod, "MODIFIED");
+  }
+
   markReady(namespace: string, name: string): void {
     const pod = this.objects.get(this.key("pods", namespace, name));
     if (!pod || pod.metadata.deletionTimestamp) return;
