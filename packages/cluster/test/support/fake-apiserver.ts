@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { validateK8s } from "./k8s-validate.js";
 
 /**
  * A small, real HTTP Kubernetes API server for tests: the REST paths and semantics the driver
@@ -214,6 +215,7 @@ export class FakeApiServer {
           ready: true,
           restartCount: prev?.restartCount ?? 0,
           image: c.image,
+          imageID: `${c.image}@sha256:${createHash("sha256").update(c.image).digest("hex")}`,
           state: { running: {} },
         };
       }),
@@ -396,6 +398,8 @@ export class FakeApiServer {
       for (const field of ["labels", "annotations"] as const)
         if (existing.metadata[field] || patch.metadata[field])
           next.metadata[field] = { ...existing.metadata[field], ...patch.metadata[field] };
+      const invalid = schemaError(next);
+      if (invalid) return this.status(res, 422, "Invalid", invalid);
       return this.json(res, 200, this.update(def, existing, next));
     }
     if (type === "application/merge-patch+json") {
@@ -412,6 +416,8 @@ export class FakeApiServer {
         metadata: { ...patch.metadata, resourceVersion: undefined },
       }) as Obj;
       next.metadata.resourceVersion = existing.metadata.resourceVersion;
+      const invalid = schemaError(next);
+      if (invalid) return this.status(res, 422, "Invalid", invalid);
       return this.json(res, 200, this.update(def, existing, next));
     }
     return this.status(res, 415, "UnsupportedMediaType", `unsupported patch type ${type}`);
@@ -691,6 +697,16 @@ export class FakeApiServer {
 
   private notFound(res: ServerResponse, def: ResourceDef, name: string) {
     this.status(res, 404, "NotFound", `${def.resource} "${name}" not found`);
+  }
+}
+
+/** Like an apiserver, refuse objects that do not match the Kubernetes schema (422 Invalid). */
+function schemaError(obj: Obj): string | null {
+  try {
+    validateK8s(obj);
+    return null;
+  } catch (err) {
+    return `${obj.kind} "${obj.metadata?.name}" is invalid: ${(err as Error).message}`;
   }
 }
 
