@@ -5,6 +5,8 @@ import { loadKubeConfig } from "./kubernetes/kubeconfig.js";
 import type { ManifestOptions } from "./kubernetes/manifests.js";
 
 export interface ClusterDriverRow {
+  /** The cluster's id, when the driver serves that one cluster (narrows what it watches). */
+  id?: string;
   driver: "local" | "kubernetes" | string;
   driverConfig?: Record<string, unknown>;
 }
@@ -40,6 +42,7 @@ export function createDriver(cluster: ClusterDriverRow): ClusterDriver {
     case "kubernetes":
       return new KubernetesDriver({
         kubeConfig: loadKubeConfig(config),
+        ...(cluster.id ? { clusterId: cluster.id } : {}),
         ...kubernetesManifestOptions(config),
       });
     default:

@@ -277,6 +277,23 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     server.markReady(NS, crashing?.metadata.name as string);
     await waitFor("v2-b recovered", () => events.findLast((e) => e.replicaId === "v2-b")?.phase === "ready");
 
+    // A driver made for one cluster row watches only that cluster's pods.
+    const scopedEvents: ReplicaEvent[] = [];
+    const scoped = createDriver({
+      id: cluster.clusterId,
+      driver: "kubernetes",
+      driverConfig: { kubeconfig: server.kubeconfig() },
+    });
+    drivers.push(scoped as KubernetesDriver);
+    scoped.watch((e) => scopedEvents.push(e));
+    await waitFor("scoped driver sees the cluster's replicas", () =>
+      scopedEvents.some((e) => e.replicaId === "v2-b"),
+    );
+    expect(server.watchSelectors).toContain(
+      `app.kubernetes.io/managed-by=tessera,tessera.dev/cluster-id=${cluster.clusterId}`,
+    );
+    await scoped.close();
+
     await driver.stopReplica(cluster.clusterId, "v2-a");
     await waitFor("v2-a stopped", () => events.find((e) => e.replicaId === "v2-a" && e.phase === "stopped"));
     expect(events.some((e) => e.replicaId === "v2-a" && e.phase === "draining")).toBe(true);

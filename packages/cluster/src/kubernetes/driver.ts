@@ -43,6 +43,11 @@ export interface KubernetesDriverOptions extends Partial<ManifestOptions> {
   retryBaseDelayMs?: number;
   /** Where background failures (watch, annotation writes) are reported. */
   onError?: (err: unknown) => void;
+  /**
+   * When this driver serves one cluster row (as `createDriver(cluster)` makes it), its pod watch
+   * is narrowed to that cluster's pods; without it, one watch covers every tessera pod.
+   */
+  clusterId?: string;
 }
 
 const MANAGED_SELECTOR = `${LABELS.managedBy}=${MANAGED_BY}`;
@@ -83,6 +88,7 @@ export class KubernetesDriver implements ClusterDriver {
   private readonly retryBaseDelayMs: number;
   private readonly onError: (err: unknown) => void;
   private readonly namespaces = new Map<string, string>();
+  private readonly watchSelector: string;
   private readonly locks = new Map<string, Promise<unknown>>();
 
   private readonly listeners = new Set<(e: ReplicaEvent) => void>();
@@ -96,7 +102,10 @@ export class KubernetesDriver implements ClusterDriver {
   relists = 0;
 
   constructor(options: KubernetesDriverOptions) {
-    const { kubeConfig, retryAttempts, retryBaseDelayMs, onError, ...manifest } = options;
+    const { kubeConfig, retryAttempts, retryBaseDelayMs, onError, clusterId, ...manifest } = options;
+    this.watchSelector = clusterId
+      ? `${MANAGED_SELECTOR},${LABELS.clusterId}=${clusterId}`
+      : MANAGED_SELECTOR;
     this.api = KubernetesObjectApi.makeApiClient(kubeConfig);
     this.watcher = new Watch(kubeConfig);
     this.opts = {
@@ -317,7 +326,7 @@ export class KubernetesDriver implements ClusterDriver {
           this.watcher
             .watch(
               "/api/v1/pods",
-              { labelSelector: MANAGED_SELECTOR, resourceVersion, allowWatchBookmarks: true },
+              { labelSelector: this.watchSelector, resourceVersion, allowWatchBookmarks: true },
               (type, obj) => {
                 if (type === "ERROR") {
                   if (obj?.code === 410) gone = true;
@@ -359,7 +368,7 @@ export class KubernetesDriver implements ClusterDriver {
   private async relist(): Promise<string> {
     this.relists++;
     const list = (await this.call(() =>
-      this.api.list("v1", "Pod", undefined, undefined, undefined, undefined, undefined, MANAGED_SELECTOR),
+      this.api.list("v1", "Pod", undefined, undefined, undefined, undefined, undefined, this.watchSelector),
     )) as unknown as { items: PodLike[]; metadata?: { resourceVersion?: string } };
     const seen = new Set<string>();
     for (const pod of list.items) {

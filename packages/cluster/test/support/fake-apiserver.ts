@@ -96,6 +96,8 @@ export class FakeApiServer {
   readonly seen = new Set<string>();
   /** Count of requests that changed stored state (create/update/delete), per verb+resource. */
   readonly writes: { verb: string; resource: string; name: string }[] = [];
+  /** The label selector of every watch opened, in order. */
+  readonly watchSelectors: string[] = [];
   /** When true, the simulated kubelet marks new pods Running and Ready on the next tick. */
   autoReady = true;
   port = 0;
@@ -459,6 +461,7 @@ export class FakeApiServer {
       );
       return;
     }
+    this.watchSelectors.push(url.searchParams.get("labelSelector") ?? "");
     const w: Watcher = {
       resource,
       namespace,
