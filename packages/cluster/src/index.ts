@@ -1,1 +1,3 @@
 export * from "./driver.js";
+export * from "./factory.js";
+export * from "./kubernetes/index.js";
