@@ -6,12 +6,15 @@ export const slug = z
   .string()
   .min(1, "must not be empty")
   .max(63, "at most 63 characters")
-  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, "lower-case letters, digits and '-', starting and ending with a letter or digit");
+  .regex(
+    /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/,
+    "lower-case letters, digits and '-', starting and ending with a letter or digit",
+  );
 
 export const entryPoint = z
   .string()
   .regex(
-    /^[A-Za-z_][A-Za-z0-9_.\/-]*:[A-Za-z_$][A-Za-z0-9_$]*$/,
+    /^[A-Za-z_][A-Za-z0-9_./-]*:[A-Za-z_$][A-Za-z0-9_$]*$/,
     "entry must be 'module:Class' (e.g. 'handler:Dataframe' or 'src/handler.ts:Dataframe')",
   );
 
@@ -36,7 +39,10 @@ export const autoscalingConfig = z
   .superRefine((a, ctx) => {
     if (a.maxReplicas < a.minReplicas)
       ctx.addIssue({ code: "custom", path: ["maxReplicas"], message: "maxReplicas must be >= minReplicas" });
-    if (a.initialReplicas !== undefined && (a.initialReplicas < a.minReplicas || a.initialReplicas > a.maxReplicas))
+    if (
+      a.initialReplicas !== undefined &&
+      (a.initialReplicas < a.minReplicas || a.initialReplicas > a.maxReplicas)
+    )
       ctx.addIssue({
         code: "custom",
         path: ["initialReplicas"],
@@ -76,7 +82,11 @@ export const scalingConfig = z
   })
   .superRefine((s, ctx) => {
     if (s.numReplicas !== undefined && s.autoscaling !== undefined)
-      ctx.addIssue({ code: "custom", path: ["autoscaling"], message: "set either numReplicas or autoscaling, not both" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["autoscaling"],
+        message: "set either numReplicas or autoscaling, not both",
+      });
   });
 
 /**
@@ -100,7 +110,12 @@ export const deploymentConfig = z
       .min(1024)
       .max(1024 * 1024 * 1024)
       .default(10 * 1024 * 1024),
-    healthCheck: healthCheckConfig.default({ periodS: 5, timeoutS: 2, failureThreshold: 3, startupTimeoutS: 120 }),
+    healthCheck: healthCheckConfig.default({
+      periodS: 5,
+      timeoutS: 2,
+      failureThreshold: 3,
+      startupTimeoutS: 120,
+    }),
     rollout: rolloutConfig.default({ maxSurge: 1, maxUnavailable: 0 }),
     userConfig: z.record(z.string(), z.unknown()).default({}),
     exposeTracebacks: z.boolean().default(false),
@@ -108,11 +123,23 @@ export const deploymentConfig = z
   .strict()
   .superRefine((c, ctx) => {
     if (c.numReplicas !== undefined && c.autoscaling !== undefined)
-      ctx.addIssue({ code: "custom", path: ["autoscaling"], message: "set either numReplicas or autoscaling, not both" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["autoscaling"],
+        message: "set either numReplicas or autoscaling, not both",
+      });
     if (c.runtime === "node" && (c.environment.kind === "pip" || c.environment.kind === "conda"))
-      ctx.addIssue({ code: "custom", path: ["environment", "kind"], message: `a node deployment cannot use a ${c.environment.kind} environment` });
+      ctx.addIssue({
+        code: "custom",
+        path: ["environment", "kind"],
+        message: `a node deployment cannot use a ${c.environment.kind} environment`,
+      });
     if (c.runtime === "python" && c.environment.kind === "npm")
-      ctx.addIssue({ code: "custom", path: ["environment", "kind"], message: "a python deployment cannot use an npm environment" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["environment", "kind"],
+        message: "a python deployment cannot use an npm environment",
+      });
   });
 export type DeploymentConfigInput = z.input<typeof deploymentConfig>;
 export type DeploymentConfig = z.output<typeof deploymentConfig>;
@@ -131,7 +158,10 @@ export const codeBundle = z.object({
         .string()
         .min(1)
         .max(255)
-        .refine((p) => !p.startsWith("/") && !p.split("/").includes(".."), "file paths must be relative, without '..'"),
+        .refine(
+          (p) => !p.startsWith("/") && !p.split("/").includes(".."),
+          "file paths must be relative, without '..'",
+        ),
       z.string(),
     )
     .refine((f) => Object.keys(f).length > 0, "the bundle has no files")

@@ -29,7 +29,11 @@ export const pipSpec = z.object({
 export const npmSpec = z.object({
   kind: z.literal("npm"),
   dependencies: z.record(
-    z.string().min(1).max(214).regex(/^(@[a-z0-9-~][a-z0-9-._~]*\/)?[a-z0-9-~][a-z0-9-._~]*$/, "invalid npm package name"),
+    z
+      .string()
+      .min(1)
+      .max(214)
+      .regex(/^(@[a-z0-9-~][a-z0-9-._~]*\/)?[a-z0-9-~][a-z0-9-._~]*$/, "invalid npm package name"),
     z.string().min(1).max(500),
   ),
 });
@@ -62,11 +66,19 @@ export function normaliseEnvironmentSpec(spec: EnvironmentSpec): EnvironmentSpec
     case "none":
       return spec;
     case "pip":
-      return { kind: "pip", requirements: uniqSorted(spec.requirements), ...(spec.python ? { python: spec.python } : {}) };
+      return {
+        kind: "pip",
+        requirements: uniqSorted(spec.requirements),
+        ...(spec.python ? { python: spec.python } : {}),
+      };
     case "npm":
       return {
         kind: "npm",
-        dependencies: Object.fromEntries(Object.entries(spec.dependencies).map(([k, v]) => [k, v.trim()]).sort()),
+        dependencies: Object.fromEntries(
+          Object.entries(spec.dependencies)
+            .map(([k, v]) => [k, v.trim()])
+            .sort(),
+        ),
       };
     case "conda": {
       const plain = uniqSorted(spec.dependencies.filter((d): d is string => typeof d === "string"));

@@ -17,12 +17,16 @@ export function redisKeys(prefix = process.env.REDIS_PREFIX ?? DEFAULT_REDIS_PRE
      * score = sample time in ms, member = `${gatewayId}:${timeMs}:${ongoing}`.
      */
     ongoing: (deploymentId: string) => `${prefix}ongoing:${deploymentId}`,
+    /** Pub/sub channel: a message (an API key prefix, or "*") means keys were revoked or changed. */
+    apiKeysChanged: `${prefix}api-keys-changed`,
     /** BullMQ queue prefix. */
     bullPrefix: `${prefix}bull`,
   };
 }
 
-export function parseOngoingSample(member: string): { gatewayId: string; at: number; ongoing: number } | null {
+export function parseOngoingSample(
+  member: string,
+): { gatewayId: string; at: number; ongoing: number } | null {
   const parts = member.split(":");
   if (parts.length < 3) return null;
   const ongoing = Number(parts.pop());

@@ -61,3 +61,18 @@ describe("api keys", () => {
     expect(parseApiKey("tsk_short")).toBeNull();
   });
 });
+
+describe("handle tokens", () => {
+  const org = "11111111-1111-4111-8111-111111111111";
+  const app = "22222222-2222-4222-8222-222222222222";
+  it("verify what was minted with the same secret only", async () => {
+    const { mintHandleToken, verifyHandleToken } = await import("../src/handle-tokens.js");
+    const token = mintHandleToken("s3cret", org, app);
+    expect(verifyHandleToken("s3cret", token)).toEqual({ orgId: org, applicationId: app });
+    expect(verifyHandleToken("other", token)).toBeNull();
+    const forged = token.replace(org, "33333333-3333-4333-8333-333333333333");
+    expect(verifyHandleToken("s3cret", forged)).toBeNull();
+    expect(verifyHandleToken("s3cret", "th_garbage")).toBeNull();
+    expect(verifyHandleToken("", token)).toBeNull();
+  });
+});
