@@ -1,4 +1,4 @@
-import type { JobQueue } from "@tessera/core";
+import type { JobQueue, PlatformNotifier } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { type PublicUser, validateSession, verifyApiKey } from "./auth.js";
 
@@ -32,12 +32,15 @@ export interface Context {
   db: Database;
   jobs: JobQueue;
   caller: Caller;
+  /** Tells gateways about revoked keys etc.; failures are logged, never fail the call. */
+  notify: PlatformNotifier;
 }
 
 export interface CreateContextOptions {
   db: Database;
   jobs: JobQueue;
   auth?: AuthInput;
+  notify?: PlatformNotifier;
 }
 
 export function newAuditDraft(): AuditDraft {
@@ -45,8 +48,20 @@ export function newAuditDraft(): AuditDraft {
 }
 
 /** Resolves the caller once per request; invalid credentials leave an anonymous caller (UNAUTHENTICATED later). */
-export async function createContext({ db, jobs, auth }: CreateContextOptions): Promise<Context> {
-  return { db, jobs, caller: await resolveCaller(db, auth) };
+export async function createContext({ db, jobs, auth, notify }: CreateContextOptions): Promise<Context> {
+  return { db, jobs, caller: await resolveCaller(db, auth), notify: safeNotifier(notify) };
+}
+
+function safeNotifier(notify: PlatformNotifier | undefined): PlatformNotifier {
+  return async (notice) => {
+    try {
+      await notify?.(notice);
+    } catch (err) {
+      console.error(
+        JSON.stringify({ level: "warn", msg: "platform notice not delivered", notice, err: String(err) }),
+      );
+    }
+  };
 }
 
 export async function resolveCaller(db: Database, auth: AuthInput): Promise<Caller> {

@@ -1,4 +1,4 @@
-import type { JobQueue } from "@tessera/core";
+import type { JobQueue, PlatformNotifier } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { fetchRequestHandler } from "@trpc/server/adapters/fetch";
 import { type AuthInput, createContext } from "./context.js";
@@ -8,6 +8,8 @@ import { appRouter } from "./router.js";
 export interface ApiHandlerOptions {
   db: Database;
   jobs: JobQueue;
+  /** Publishes notices for gateways (e.g. revoked API keys); optional in tests. */
+  notify?: PlatformNotifier;
   /** Path the router is mounted at, e.g. `/api/trpc`. */
   endpoint: string;
   /**
@@ -34,7 +36,7 @@ export function createApiHandler(opts: ApiHandlerOptions): (req: Request) => Pro
           const sessionId = await opts.sessionIdOf?.(req);
           if (sessionId) auth = { sessionId };
         }
-        return createContext({ db: opts.db, jobs: opts.jobs, auth });
+        return createContext({ db: opts.db, jobs: opts.jobs, auth, notify: opts.notify });
       },
       onError({ error, path }) {
         if (describeError(error).code === "INTERNAL") {

@@ -16,6 +16,15 @@ export function slugify(text: string): string {
   return s || "org";
 }
 
+/** Slugs the console uses as path segments next to `/orgs/{slug}` (e.g. `/orgs/new`). */
+export const RESERVED_ORG_SLUGS: ReadonlySet<string> = new Set([
+  "new",
+  "admin",
+  "api",
+  "settings",
+  "invitations",
+]);
+
 /**
  * A free organisation slug based on `text`: the plain form, then `-2` .. `-9`, then a random
  * suffix. A concurrent insert can still take it; callers insert and map the unique violation.
@@ -24,6 +33,7 @@ export async function uniqueSlug(db: Executor, text: string): Promise<string> {
   const base = slugify(text);
   const candidates = [base, ...Array.from({ length: 8 }, (_, i) => `${base}-${i + 2}`)];
   for (const c of candidates) {
+    if (RESERVED_ORG_SLUGS.has(c)) continue;
     const [hit] = await db
       .select({ id: organisations.id })
       .from(organisations)

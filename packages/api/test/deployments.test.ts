@@ -1,5 +1,5 @@
 import { environmentHash } from "@tessera/core";
-import { environmentLogs, environments, jobLogs, replicaLogs, revisions } from "@tessera/db";
+import { deployments, environmentLogs, environments, jobLogs, replicaLogs, revisions } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestEnv, failure, sampleCode, sampleConfig, type TestEnv, type TestUser } from "./helpers.js";
@@ -354,5 +354,37 @@ describe("deletes", () => {
     expect(c.cluster.state).toBe("deleting");
     expect(env.jobs.enqueued.at(-1)?.job).toEqual({ kind: "destroyCluster", clusterId });
     expect(await u.api.clusters.list({ orgId })).toEqual([]);
+  });
+});
+
+describe("after a failed rollout", () => {
+  it("numbers the next revision after the newest one, with prevVersion the live version", async () => {
+    const cluster = await u.api.clusters.create({
+      orgId,
+      name: "retry",
+      quota: { cpus: 4, memoryMb: 8192, gpus: 0, maxReplicas: 10 },
+    });
+    const app = await u.api.applications.create({ orgId, clusterId: cluster.cluster.id, name: "retry-app" });
+    const deploy = (config: unknown, prevVersion: number) =>
+      u.api.deployments.deploy({
+        orgId,
+        applicationId: app.id,
+        name: "retry",
+        config,
+        code: sampleCode,
+        prevVersion,
+      });
+    const first = await deploy(sampleConfig, 0);
+    const failed = await deploy({ ...sampleConfig, userConfig: { broken: true } }, 1);
+    expect(failed.revision.version).toBe(2);
+    // What the controller does when revision 2 never becomes healthy: back to the live revision.
+    await env.db
+      .update(deployments)
+      .set({ version: 1, desiredRevisionId: first.revision.id })
+      .where(eq(deployments.id, first.deployment.id));
+    const next = await deploy(sampleConfig, 1);
+    expect(next.revision.version).toBe(3);
+    expect(next.deployment.version).toBe(3);
+    expect((await failure(deploy(sampleConfig, 1))).code).toBe("CONFLICT");
   });
 });

@@ -1,4 +1,4 @@
-import { type ControlJob, type JobQueue, jobSubjectId } from "@tessera/core";
+import { type ControlJob, type JobQueue, jobSubjectId, type PlatformNotice } from "@tessera/core";
 import { type Database, jobs } from "@tessera/db";
 import { createTestDatabase, type TestDatabase } from "@tessera/db/testing";
 import { TRPCError } from "@trpc/server";
@@ -44,6 +44,8 @@ export interface TestEnv {
   tdb: TestDatabase;
   db: Database;
   jobs: RecordingJobQueue;
+  /** Notices the API published for gateways, in order. */
+  notices: PlatformNotice[];
   caller(auth: AuthInput): ReturnType<typeof createCaller>;
   /** Sign up and sign in: the user, their personal org and an API caller with their session. */
   user(email: string, opts?: { adminEmails?: string[] }): Promise<TestUser>;
@@ -60,11 +62,16 @@ export interface TestUser {
 export async function createTestEnv(label: string): Promise<TestEnv> {
   const tdb = await createTestDatabase(label);
   const queue = new RecordingJobQueue(tdb.db);
+  const notices: PlatformNotice[] = [];
+  const notify = async (notice: PlatformNotice) => {
+    notices.push(notice);
+  };
   const env: TestEnv = {
     tdb,
     db: tdb.db,
     jobs: queue,
-    caller: (auth) => createCaller({ db: tdb.db, jobs: queue, auth }),
+    notices,
+    caller: (auth) => createCaller({ db: tdb.db, jobs: queue, auth, notify }),
     async user(email, opts = {}) {
       const { user, org } = await signUp(
         tdb.db,

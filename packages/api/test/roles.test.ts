@@ -1,4 +1,4 @@
-import { apiKeys, invitations } from "@tessera/db";
+import { apiKeys, invitations, organisations } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { verifyApiKey } from "../src/index.js";
@@ -227,11 +227,24 @@ describe("API keys", () => {
 
     await u.api.apiKeys.revoke({ orgId: u.orgId, apiKeyId: apiKey.id });
     expect(await verifyApiKey(env.db, key)).toBeNull();
+    // Gateways cache keys: the revocation is announced so they drop it at once.
+    expect(env.notices).toContainEqual({ kind: "apiKeyRevoked", prefix: apiKey.prefix });
     const revoked = await env.caller({ authorization: `Bearer ${key}` });
     expect((await failure(revoked.clusters.list({ orgId: u.orgId }))).code).toBe("UNAUTHENTICATED");
     expect((await failure(u.api.apiKeys.revoke({ orgId: u.orgId, apiKeyId: apiKey.id }))).code).toBe(
       "NOT_FOUND",
     );
     expect((await u.api.apiKeys.list({ orgId: u.orgId }))[0]!.revokedAt).not.toBeNull();
+  });
+});
+
+describe("organisation slugs", () => {
+  it("never hands out or accepts a slug the console uses as a path", async () => {
+    const derived = await owner.api.orgs.create({ name: "New" });
+    const [row] = await env.db.select().from(organisations).where(eq(organisations.id, derived.id));
+    expect(row!.slug).toBe("new-2");
+    const refused = await failure(owner.api.orgs.create({ name: "Whatever", slug: "new" }));
+    expect(refused.code).toBe("VALIDATION_FAILED");
+    expect(refused.fieldErrors).toEqual({ slug: "is reserved" });
   });
 });

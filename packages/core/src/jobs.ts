@@ -40,3 +40,13 @@ export function jobSubjectId(job: ControlJob): string {
 }
 
 export const CONTROL_QUEUE = "control";
+
+/**
+ * Things the control plane tells the data plane right away (over Redis pub/sub in production):
+ * the gateway also re-reads Postgres periodically, so a lost notice only delays, never breaks.
+ */
+export type PlatformNotice =
+  | { kind: "apiKeyRevoked"; prefix: string }
+  | { kind: "routingChanged"; deploymentId: string };
+
+export type PlatformNotifier = (notice: PlatformNotice) => Promise<void>;

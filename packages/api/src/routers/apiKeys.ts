@@ -52,6 +52,7 @@ export const apiKeysRouter = router({
       if (!row) throw apiError("NOT_FOUND", "no active API key with that id");
       ctx.audit.targetId = row.id;
       ctx.audit.details = { prefix: row.prefix };
+      await ctx.notify({ kind: "apiKeyRevoked", prefix: row.prefix });
       return row;
     }),
 });

@@ -21,7 +21,7 @@ import {
   revisions,
   scalingEvents,
 } from "@tessera/db";
-import { and, asc, desc, eq, gt, inArray, isNull, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, gt, inArray, isNull, type SQL, sql } from "drizzle-orm";
 import { z } from "zod";
 import { apiError, issueFieldErrors, isUniqueViolation } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
@@ -160,7 +160,13 @@ async function commitRevision(
   },
 ) {
   const revisionId = randomUUID();
-  const version = opts.prevVersion + 1;
+  // Numbered after the newest revision, not after prevVersion: a failed rollout resets the
+  // deployment's version to the live revision while the failed revision keeps its number.
+  const [latest] = await tx
+    .select({ max: sql<number | null>`max(${revisions.version})` })
+    .from(revisions)
+    .where(eq(revisions.deploymentId, dep.id));
+  const version = Math.max(Number(latest?.max ?? 0), opts.prevVersion) + 1;
   const now = new Date();
   const [updated] = await tx
     .update(deployments)

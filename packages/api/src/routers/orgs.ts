@@ -3,7 +3,7 @@ import { clusters, memberships, organisations } from "@tessera/db";
 import { and, asc, count, eq, isNull } from "drizzle-orm";
 import { z } from "zod";
 import { apiError, isUniqueViolation } from "../errors.js";
-import { uniqueSlug } from "../slugs.js";
+import { RESERVED_ORG_SLUGS, uniqueSlug } from "../slugs.js";
 import { authedProcedure, orgProcedure, router } from "../trpc.js";
 
 const orgName = z.string().trim().min(1, "must not be empty").max(100, "at most 100 characters");
@@ -26,7 +26,12 @@ export const orgsRouter = router({
   ),
 
   create: authedProcedure
-    .input(z.object({ name: orgName, slug: slugSchema.optional() }))
+    .input(
+      z.object({
+        name: orgName,
+        slug: slugSchema.refine((s) => !RESERVED_ORG_SLUGS.has(s), "is reserved").optional(),
+      }),
+    )
     .mutation(async ({ ctx, input }) => {
       // A derived slug can be taken by a concurrent create between check and insert: derive again.
       for (let attempt = 0; ; attempt++) {
