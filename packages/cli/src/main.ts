@@ -1,0 +1,112 @@
+import { parseArgs } from "node:util";
+import { CliError, createApiClient, describeApiError, settingsFromEnv } from "./client.js";
+import { deploy } from "./commands/deploy.js";
+import { scale } from "./commands/scale.js";
+import { formatStatus, status } from "./commands/status.js";
+import { currentOrg } from "./org.js";
+
+const USAGE = `usage: tessera <command>
+
+  deploy <dir> [--name N] [--app A] [--cluster C] [--runtime python|node] [--entry module:Class]
+               [--detach] [--timeout SECONDS]
+      bundle <dir> (with its tessera.json) and roll it out as the next revision, following progress
+  status [--app A]
+      every deployment with its version, state and ready/target replicas
+  scale <app>/<deployment> --replicas N | --min N --max N [--target R]
+      change replicas or autoscaling without a redeploy (--replicas 0 parks it)
+
+environment: TESSERA_API_KEY (required), TESSERA_API_URL (default http://127.0.0.1:3000),
+             TESSERA_GATEWAY_URL (default http://127.0.0.1:8080)`;
+
+function int(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new CliError(`--${name} must be a whole number, not "${v}"`);
+  return n;
+}
+
+export async function main(argv: string[], print: (line: string) => void = console.log): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === "help" || command === "--help") {
+    print(USAGE);
+    return command ? 0 : 2;
+  }
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      name: { type: "string" },
+      app: { type: "string" },
+      cluster: { type: "string" },
+      runtime: { type: "string" },
+      entry: { type: "string" },
+      detach: { type: "boolean", default: false },
+      timeout: { type: "string" },
+      replicas: { type: "string" },
+      min: { type: "string" },
+      max: { type: "string" },
+      target: { type: "string" },
+    },
+  });
+  const settings = settingsFromEnv();
+  const api = createApiClient(settings);
+  const org = await currentOrg(api);
+  switch (command) {
+    case "deploy": {
+      const dir = positionals[0];
+      if (!dir) throw new CliError("tessera deploy <dir>: name the handler directory");
+      const r = await deploy(
+        api,
+        org,
+        settings.gatewayUrl,
+        {
+          dir,
+          name: values.name,
+          application: values.app,
+          cluster: values.cluster,
+          runtime: values.runtime,
+          entry: values.entry,
+          detach: values.detach,
+          timeoutS: int("timeout", values.timeout) ?? 600,
+        },
+        print,
+      );
+      return r.state === "failed" ? 1 : 0;
+    }
+    case "status":
+      print(formatStatus(await status(api, org, values.app)));
+      return 0;
+    case "scale": {
+      const ref = positionals[0];
+      if (!ref) throw new CliError("tessera scale <app>/<deployment>: name the deployment");
+      const replicas = int("replicas", values.replicas);
+      const min = int("min", values.min);
+      const max = int("max", values.max);
+      const target = values.target === undefined ? undefined : Number(values.target);
+      if (replicas === undefined && (min === undefined || max === undefined))
+        throw new CliError("give --replicas N, or --min N --max N");
+      const dep = await scale(
+        api,
+        org,
+        ref,
+        replicas !== undefined
+          ? { numReplicas: replicas }
+          : { autoscaling: { minReplicas: min!, maxReplicas: max!, targetOngoingRequests: target } },
+      );
+      print(`${ref}: target ${dep.targetReplicas} replicas`);
+      return 0;
+    }
+    default:
+      throw new CliError(`unknown command "${command}"\n${USAGE}`);
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("tessera.mjs")) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err) => {
+      console.error(err instanceof CliError ? err.message : `tessera: ${describeApiError(err)}`);
+      process.exit(1);
+    },
+  );
+}

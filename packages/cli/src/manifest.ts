@@ -1,0 +1,50 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { CliError } from "./client.js";
+
+/**
+ * `tessera.json` beside the handler: where it goes and how it runs. Flags override it.
+ * `config` is a deployment config as in the API (runtime, entry, environment, resources...);
+ * the API validates it and answers field by field.
+ */
+export interface Manifest {
+  name?: string;
+  application?: string;
+  cluster?: string;
+  config: Record<string, unknown>;
+}
+
+export const MANIFEST_FILE = "tessera.json";
+
+export async function readManifest(dir: string): Promise<Manifest> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, MANIFEST_FILE), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { config: {} };
+    throw err;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new CliError(`${MANIFEST_FILE} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed))
+    throw new CliError(`${MANIFEST_FILE} must hold a JSON object`);
+  const m = parsed as Record<string, unknown>;
+  for (const key of ["name", "application", "cluster"] as const)
+    if (m[key] !== undefined && typeof m[key] !== "string")
+      throw new CliError(`${MANIFEST_FILE}: "${key}" must be a string`);
+  if (
+    m.config !== undefined &&
+    (typeof m.config !== "object" || m.config === null || Array.isArray(m.config))
+  )
+    throw new CliError(`${MANIFEST_FILE}: "config" must be an object`);
+  return {
+    name: m.name as string | undefined,
+    application: m.application as string | undefined,
+    cluster: m.cluster as string | undefined,
+    config: (m.config as Record<string, unknown> | undefined) ?? {},
+  };
+}
