@@ -1,3 +1,4 @@
+import { redisKeys } from "@tessera/core";
 import {
   clusters,
   deployments,
@@ -249,6 +250,42 @@ describe("controller", () => {
     ]);
     await api.deployments.updateScaling({ orgId, deploymentId: depId, numReplicas: 1 });
     await waitFor("unparked", async () => (await readyReplicas(depId, v1)).length === 1);
+  });
+
+  it("scales an idle autoscaled deployment to zero and wakes it on the gateway's signal", async () => {
+    const r = await deploy(
+      "sleepy",
+      config({
+        numReplicas: undefined,
+        autoscaling: {
+          minReplicas: 0,
+          maxReplicas: 2,
+          initialReplicas: 1,
+          upscaleDelayS: 0,
+          downscaleDelayS: 0,
+        },
+      }),
+      code(),
+      0,
+    );
+    expect((await jobDone(r.jobId)).state).toBe("succeeded");
+    const id = r.deployment.id;
+    await waitFor("scaled to zero", async () => {
+      const dep = await deploymentRow(id);
+      return dep.targetReplicas === 0 && (await activeReplicas(id)).length === 0;
+    });
+    // What a gateway does when a request arrives: it reports the held request and asks for a wake.
+    const keys = redisKeys(platform.prefix);
+    const now = Date.now();
+    await platform.redis.zadd(keys.ongoing(id), now, `gw-test:${now}:1`);
+    await platform.redis.publish(keys.wake, id);
+    await waitFor("woken", async () => (await readyReplicas(id)).length === 1);
+    const events = await db().select().from(scalingEvents).where(eq(scalingEvents.deploymentId, id));
+    // Once the reported request is stale the deployment may go back to zero: only the start matters.
+    expect(events.slice(0, 2).map((e) => [e.fromReplicas, e.toReplicas, e.reason])).toEqual([
+      [1, 0, "scale_to_zero"],
+      [0, 1, "wake"],
+    ]);
   });
 
   it("stops a deleted deployment's replicas", async () => {
