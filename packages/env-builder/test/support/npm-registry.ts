@@ -27,7 +27,10 @@ export class LocalNpmRegistry {
       `module.exports = { name: ${JSON.stringify(name)}, version: ${JSON.stringify(version)} };\n`,
     );
     const packed = JSON.parse(
-      execFileSync("npm", ["pack", "--json", "--pack-destination", this.workDir], { cwd: source }).toString(),
+      execFileSync("npm", ["pack", "--json", "--pack-destination", this.workDir], {
+        cwd: source,
+        stdio: ["ignore", "pipe", "pipe"],
+      }).toString(),
     ) as { filename: string }[];
     const tarball = readFileSync(join(this.workDir, packed[0]?.filename ?? ""));
     const file = `${name}-${version}.tgz`;
