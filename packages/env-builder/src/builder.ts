@@ -76,6 +76,8 @@ export interface EnsuredEnvironment {
   interpreter: string;
   /** True when this call built nothing (already built, built by a concurrent call, or no build needed). */
   reused: boolean;
+  /** How long this call's build took (only when it built), for metering build minutes. */
+  buildMs?: number;
 }
 
 export type EnvironmentState =
@@ -133,6 +135,7 @@ interface InFlight {
 export class EnvironmentBuilder {
   readonly root: string;
   private readonly inFlight = new Map<string, InFlight>();
+  private readonly closing = new AbortController();
   private basePython?: Promise<PythonInterpreter>;
   private condaTool?: string | null;
 
@@ -165,6 +168,16 @@ export class EnvironmentBuilder {
   }
 
   /**
+   * Stop: running builds are killed (they fail as cancelled, so a dead provisioner leaves no
+   * installer writing into a directory another builder will take over), waits end, and later
+   * ensures that would build fail at once. Resolves when every call in flight has settled.
+   */
+  async close(): Promise<void> {
+    this.closing.abort();
+    await Promise.allSettled([...this.inFlight.values()].map((f) => f.promise));
+  }
+
+  /**
    * Make the environment of `request` exist and say where it is. Concurrent calls for one spec
    * (in this process or others sharing `root`) build it once; every caller's `onLog` sees the
    * build's lines as they are written.
@@ -181,7 +194,8 @@ export class EnvironmentBuilder {
     if (running) {
       if (onLog) running.listeners.add(onLog);
       try {
-        return { ...(await running.promise), reused: true };
+        const { buildMs: _theirs, ...built } = await running.promise;
+        return { ...built, reused: true };
       } finally {
         if (onLog) running.listeners.delete(onLog);
       }
@@ -259,6 +273,8 @@ export class EnvironmentBuilder {
           await release().catch(() => undefined);
         }
       }
+      if (this.closing.signal.aborted)
+        throw new EnvironmentError("ENV_BUILD_FAILED", "the environment builder is closing", { hash });
       if (!waited) emit(listeners, `waiting for another builder of environment ${hash}`);
       waited = true;
       follower.poll();
@@ -322,7 +338,7 @@ export class EnvironmentBuilder {
       const env = buildEnvironmentVariables(this.options.env ?? process.env);
       const deadline = started + this.buildTimeoutMs();
       for (const command of recipe.commands) {
-        const outcome = await runBuildCommand(command, log, { env, deadline });
+        const outcome = await runBuildCommand(command, log, { env, deadline, signal: this.closing.signal });
         if (!outcome.ok) throw this.failure(hash, dir, log, outcome.reason);
       }
       if (!existsSync(recipe.interpreter))
@@ -337,7 +353,14 @@ export class EnvironmentBuilder {
       };
       log.line(`environment ${hash} ready in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       writeAtomically(join(dir, READY), JSON.stringify(record, null, 2));
-      return { hash, runtime, location: recipe.location, interpreter: recipe.interpreter, reused: false };
+      return {
+        hash,
+        runtime,
+        location: recipe.location,
+        interpreter: recipe.interpreter,
+        reused: false,
+        buildMs: Date.now() - started,
+      };
     } catch (error) {
       if (error instanceof EnvironmentError) throw error;
       throw this.failure(hash, dir, log, `build error: ${(error as Error).message}`);
@@ -350,7 +373,12 @@ export class EnvironmentBuilder {
     log.line(`! build failed: ${reason}`);
     const logTail = log.lastLines();
     const record: FailedRecord = { reason, at: new Date().toISOString(), logTail };
-    writeAtomically(join(dir, FAILED), JSON.stringify(record, null, 2));
+    try {
+      writeAtomically(join(dir, FAILED), JSON.stringify(record, null, 2));
+    } catch (error) {
+      // The failure itself (say, a full or read-only disk) is what the caller needs to hear about.
+      log.line(`! could not record the failure: ${(error as Error).message}`);
+    }
     return new EnvironmentError("ENV_BUILD_FAILED", `environment build failed: ${reason}`, {
       hash,
       reason,

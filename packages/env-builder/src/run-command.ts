@@ -37,9 +37,10 @@ export type CommandOutcome = { ok: true } | { ok: false; reason: string };
 export function runBuildCommand(
   command: BuildCommand,
   log: BuildLog,
-  opts: { env: Record<string, string>; deadline: number },
+  opts: { env: Record<string, string>; deadline: number; signal: AbortSignal },
 ): Promise<CommandOutcome> {
   log.line(`$ ${command.argv.map(quoteForLog).join(" ")}`);
+  if (opts.signal.aborted) return Promise.resolve({ ok: false, reason: `${command.title}: cancelled` });
   return new Promise((resolve) => {
     const child = spawn(command.argv[0], command.argv.slice(1), {
       cwd: command.cwd,
@@ -59,12 +60,19 @@ export function runBuildCommand(
       },
       Math.max(0, opts.deadline - Date.now()),
     );
+    let cancelled = false;
+    const cancel = () => {
+      cancelled = true;
+      killGroup(child.pid);
+    };
+    opts.signal.addEventListener("abort", cancel, { once: true });
     let spawnError: Error | undefined;
     child.on("error", (error) => {
       spawnError = error;
     });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
+      opts.signal.removeEventListener("abort", cancel);
       out.flush();
       err.flush();
       if (spawnError) {
@@ -75,6 +83,8 @@ export function runBuildCommand(
         });
       } else if (timedOut) {
         resolve({ ok: false, reason: `${command.title}: timed out` });
+      } else if (cancelled) {
+        resolve({ ok: false, reason: `${command.title}: cancelled` });
       } else if (code === 0) {
         resolve({ ok: true });
       } else {

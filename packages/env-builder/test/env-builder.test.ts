@@ -40,6 +40,14 @@ async function failureOf(promise: Promise<unknown>): Promise<EnvironmentError> {
   return error;
 }
 
+async function waitFor(condition: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 const pip = (...requirements: string[]): EnvironmentRequest => ({
   runtime: "python",
   spec: { kind: "pip", requirements },
@@ -246,6 +254,19 @@ describe("builds", () => {
     const status = await slow.status(slow.hashOf(pip("never-installed==1")));
     expect(status).toMatchObject({ state: "failed", reason: "create the venv: timed out" });
     expect(existsSync(join(root, slow.hashOf(pip("never-installed==1")), "ready.json"))).toBe(false);
+  });
+
+  it("closing the builder kills a running build, which fails as cancelled", async () => {
+    const closing = new EnvironmentBuilder(baseOptions());
+    const lines: string[] = [];
+    const building = failureOf(closing.ensure(pip("cancelled-build==1"), (l) => lines.push(l)));
+    await waitFor(() => lines.some((l) => l.includes(" -m venv ")));
+    await closing.close();
+    const error = await building;
+    expect(error.code).toBe("ENV_BUILD_FAILED");
+    expect(error.details.reason).toBe("create the venv: cancelled");
+    const again = await failureOf(closing.ensure(pip("cancelled-build==1")));
+    expect(again.details.reason).toBe("create the venv: cancelled");
   });
 
   it("status of an environment never asked for is absent", async () => {
