@@ -1,4 +1,4 @@
-import { redisKeys } from "@tessera/core";
+import { redisKeys, verifyHandleToken } from "@tessera/core";
 import {
   clusters,
   deployments,
@@ -38,13 +38,15 @@ const code = (body = "return body") => ({
   files: { "handler.py": `class Echo:\n    def __call__(self, body):\n        ${body}\n` },
 });
 
+const HANDLES = { secret: "handle-secret-for-tests", gatewayUrl: "http://gateway.test:8080/" };
+
 const deploy = (name: string, cfg: unknown, bundle: unknown, prevVersion: number) =>
   api.deployments.deploy({ orgId, applicationId, name, config: cfg, code: bundle, prevVersion });
 
 beforeAll(async () => {
   driver = new ScriptedDriver();
   platform = await createTestPlatform("ctrl", driver);
-  provisioner = platform.startProvisioner();
+  provisioner = platform.startProvisioner({ handles: HANDLES });
   await provisioner.ready;
   const u = await platform.user("ops@example.com");
   api = u.api;
@@ -135,6 +137,14 @@ describe("controller", () => {
     expect(platform.routingNotices).toContain(depId);
     const spec = driver.startedSpecs.find((s) => s.deploymentId === depId)!;
     expect(spec).toMatchObject({ deploymentName: "echo", applicationName: "app", revisionVersion: 1, orgId });
+    // Composition: the replica reaches its siblings through the gateway with an app-scoped token.
+    const org = await api.orgs.get({ orgId });
+    expect(spec.extraEnv?.TESSERA_HANDLE_URL).toBe(`http://gateway.test:8080/-/handles/${org.slug}/app`);
+    expect(verifyHandleToken(HANDLES.secret, spec.extraEnv!.TESSERA_HANDLE_TOKEN!)).toEqual({
+      orgId,
+      applicationId,
+    });
+    expect(JSON.stringify(spec.extraEnv)).not.toContain(HANDLES.secret);
   });
 
   it("rolls out an update replica by replica without dropping below the target", async () => {
