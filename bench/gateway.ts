@@ -10,11 +10,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import autocannon from "autocannon";
+import { startNodeReplica } from "../apps/gateway/test/support/echo-replicas.js";
 import { World } from "../apps/gateway/test/support/world.js";
-import { runtimeEnv } from "../packages/core/src/index.js";
 import { createTestDatabase, testRedisPrefix } from "../packages/db/src/testing.js";
-import { buildNodeBundle, nodeReplicaCommand } from "../packages/runtime-node/src/index.js";
-import { startReplica } from "../packages/runtime-python/test/support/replica-harness.js";
+import { buildNodeBundle } from "../packages/runtime-node/src/index.js";
 
 const ROOT = join(import.meta.dirname, "..");
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
@@ -146,23 +145,7 @@ export async function benchGateway(): Promise<BenchRow[]> {
       entry: "handler.ts:Dataframe",
       outDir: join(work, "bundle"),
     });
-    const launch = await nodeReplicaCommand({
-      bundle,
-      env: runtimeEnv({
-        port: 0,
-        codeDir: bundle.dir,
-        entry: bundle.entry,
-        userConfig: {},
-        deployment: "df",
-        revision: "rev-1",
-        replica: "bench-1",
-        application: "bench",
-        maxBodyBytes: 1024 * 1024,
-        exposeTracebacks: false,
-        drainTimeoutS: 5,
-      }),
-    });
-    const replica = await startReplica(launch);
+    const replica = await startNodeReplica(bundle, "bench-1");
     cleanup.unshift(() => replica.stop());
 
     const world = new World(tdb.db);
@@ -192,8 +175,11 @@ export async function benchGateway(): Promise<BenchRow[]> {
         stdio: ["ignore", "pipe", "pipe"],
       },
     );
-    cleanup.unshift(() => {
+    const gatewayExited = new Promise((r) => gatewayProc.once("exit", r));
+    // SIGTERM flushes usage events: the database must still be there until the process is gone.
+    cleanup.unshift(async () => {
       gatewayProc.kill("SIGTERM");
+      await gatewayExited;
     });
     const listening = await waitForLogLine(gatewayProc, (r) => r.msg === "gateway listening");
     const gatewayUrl = String(listening.url);

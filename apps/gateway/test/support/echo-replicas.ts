@@ -15,6 +15,33 @@ export {
   waitFor,
 } from "../../../../packages/runtime-python/test/support/replica-harness.js";
 
+/** Starts one real node-runtime replica of a bundle and waits until it is ready. */
+export async function startNodeReplica(
+  bundle: NodeBundle,
+  name: string,
+  userConfig: Record<string, unknown> = {},
+): Promise<TestReplica> {
+  const launch = await nodeReplicaCommand({
+    bundle,
+    env: runtimeEnv({
+      port: 0,
+      codeDir: bundle.dir,
+      entry: bundle.entry,
+      userConfig,
+      deployment: "echo",
+      revision: "rev-1",
+      replica: name,
+      application: "app",
+      maxBodyBytes: 50 * 1024 * 1024,
+      exposeTracebacks: true,
+      drainTimeoutS: 30,
+    }),
+  });
+  const replica = await startReplica(launch);
+  if (!replica.port) throw new Error(`replica ${name} did not start:\n${replica.rawLines.join("\n")}`);
+  return replica;
+}
+
 /**
  * Real node-runtime replicas serving test/fixtures/echo.ts. The bundle is built once per test file;
  * `open(gate)` releases requests waiting on that gate in every replica.
@@ -35,25 +62,7 @@ export class EchoReplicas {
       entry: "echo.ts:Echo",
       outDir: join(this.work, "bundle"),
     });
-    const bundle = await this.bundle;
-    const launch = await nodeReplicaCommand({
-      bundle,
-      env: runtimeEnv({
-        port: 0,
-        codeDir: bundle.dir,
-        entry: bundle.entry,
-        userConfig: { gateDir: this.gateDir },
-        deployment: "echo",
-        revision: "rev-1",
-        replica: name,
-        application: "app",
-        maxBodyBytes: 50 * 1024 * 1024,
-        exposeTracebacks: true,
-        drainTimeoutS: 30,
-      }),
-    });
-    const replica = await startReplica(launch);
-    if (!replica.port) throw new Error(`replica ${name} did not start:\n${replica.rawLines.join("\n")}`);
+    const replica = await startNodeReplica(await this.bundle, name, { gateDir: this.gateDir });
     this.started.push(replica);
     return replica;
   }
