@@ -159,6 +159,13 @@ export class Router {
     if (lane.removed) return Promise.reject(new TesseraError("NOT_FOUND", "the deployment was deleted"));
     if (route.parked) return Promise.reject(parkedError(route));
     const cold = lane.replicas.length === 0;
+    // Nothing was ever rolled out: no replica is coming, so holding the request would only delay the error.
+    if (cold && route.liveRevisionId === null)
+      return Promise.reject(
+        new TesseraError("UNAVAILABLE", `deployment ${route.name} has no live revision yet`, {
+          reason: "not_deployed",
+        }),
+      );
     if (!cold && options.exclude && lane.replicas.every((r) => options.exclude!.has(r)))
       return Promise.reject(
         new TesseraError("UPSTREAM_ERROR", "no replica of the deployment could be reached"),

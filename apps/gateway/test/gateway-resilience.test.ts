@@ -183,6 +183,16 @@ describe("scale to zero", () => {
     expect(reply.json().error).toMatchObject({ code: "UNAVAILABLE", details: { reason: "parked" } });
     expect(g.router.lanes.get(dep.id)?.lastWakeAt ?? 0).toBe(0);
   });
+
+  it("answers a deployment that was never rolled out at once, instead of holding the request", async () => {
+    const g = await gatewayWith();
+    const app = await world.application(acme, "unborn");
+    await world.deployment(acme, app, "model", { state: "deploying", live: false });
+    await g.refresh();
+    const reply = await call(g, "/v1/acme/unborn/whoami", acme.key);
+    expect(reply.status).toBe(503);
+    expect(reply.json().error).toMatchObject({ code: "UNAVAILABLE", details: { reason: "not_deployed" } });
+  });
 });
 
 describe("handle ingress", () => {

@@ -14,7 +14,9 @@ const route: DeploymentRoute = {
   replicas: [],
 };
 const lane = new DeploymentLane(route);
-const slots = ["a", "b", "c", "d"].map((id, i) => new ReplicaSlot(id, `http://127.0.0.1:${1000 + i}`, lane, 1));
+const slots = ["a", "b", "c", "d"].map(
+  (id, i) => new ReplicaSlot(id, `http://127.0.0.1:${1000 + i}`, lane, 1),
+);
 afterAll(() => Promise.all(slots.map((s) => s.pool.close())));
 
 function withLoad(loads: number[]): ReplicaSlot[] {
@@ -63,7 +65,10 @@ describe("power of two choices", () => {
 
 describe("request targets", () => {
   it("splits /v1/{org}/{app}/{route} and keeps the query", () => {
-    expect(splitTarget("/v1/acme/shop/items/7?q=1", 4, 2)).toEqual({ parts: ["acme", "shop"], rest: "/items/7?q=1" });
+    expect(splitTarget("/v1/acme/shop/items/7?q=1", 4, 2)).toEqual({
+      parts: ["acme", "shop"],
+      rest: "/items/7?q=1",
+    });
     expect(splitTarget("/v1/acme/shop", 4, 2)).toEqual({ parts: ["acme", "shop"], rest: "/" });
     expect(splitTarget("/v1/acme/shop?x=1", 4, 2)).toEqual({ parts: ["acme", "shop"], rest: "/?x=1" });
     expect(splitTarget("/v1/acme", 4, 2)).toBeNull();

@@ -71,7 +71,9 @@ export class World {
       config?: Record<string, unknown>;
       scaling?: Record<string, unknown>;
       targetReplicas?: number;
-      state?: "ready" | "parked";
+      state?: "ready" | "parked" | "deploying";
+      /** false: the revision exists but was never rolled out (a first deploy in progress or failed). */
+      live?: boolean;
     } = {},
   ): Promise<TestDeployment> {
     const [dep] = await this.db
@@ -101,7 +103,7 @@ export class World {
       .returning();
     await this.db
       .update(deployments)
-      .set({ liveRevisionId: rev!.id, desiredRevisionId: rev!.id })
+      .set({ liveRevisionId: opts.live === false ? null : rev!.id, desiredRevisionId: rev!.id })
       .where(eq(deployments.id, dep!.id));
     return {
       id: dep!.id,
