@@ -64,8 +64,7 @@ function downstreamHeaders(headers: IncomingHttpHeaders, requestId: string): Inc
 }
 
 /** The runtimes' marker for "not processed, send it elsewhere": a 503 DRAINING (or a replica still starting). */
-function notProcessedReason(status: number, body: string): "draining" | "starting" | null {
-  if (status !== 503 || body.length > 4096) return null;
+function notProcessedReason(body: string): "draining" | "starting" | null {
   try {
     const error = (JSON.parse(body) as { error?: { code?: string; message?: string } }).error;
     if (error?.code === "DRAINING") return "draining";
@@ -74,6 +73,12 @@ function notProcessedReason(status: number, body: string): "draining" | "startin
     // a handler's own 503 with a non-JSON body
   }
   return null;
+}
+
+/** Runtime refusals are short JSON with a length; a handler's streamed 503 is passed through untouched. */
+function isSmallJson(headers: IncomingHttpHeaders): boolean {
+  const length = Number(headers["content-length"]);
+  return length <= 4096 && String(headers["content-type"] ?? "").startsWith("application/json");
 }
 
 function waitWritable(res: ServerResponse): Promise<void> {
@@ -160,9 +165,9 @@ export class ReplicaProxy {
       }
       clearTimeout(timer);
 
-      if (upstream.statusCode === 503) {
+      if (upstream.statusCode === 503 && isSmallJson(upstream.headers)) {
         const text = await upstream.body.text().catch(() => "");
-        const reason = notProcessedReason(503, text);
+        const reason = notProcessedReason(text);
         if (reason === "draining") this.router.markDraining(slot);
         if (reason) return "resend";
         const payload = Buffer.from(text);
