@@ -255,6 +255,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
             "NOT_FOUND",
             `application ${appName} has no ingress deployment to serve requests`,
           );
+        // `/-/...` are the runtime's own endpoints (stats, handle method calls): never public.
+        if (target.rest.startsWith("/-/"))
+          throw new TesseraError("NOT_FOUND", `no route ${target.rest.split("?")[0]}`);
         route = app.ingress;
         path = target.rest;
       } else {

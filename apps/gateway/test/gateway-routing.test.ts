@@ -131,6 +131,10 @@ describe("authentication and tenant isolation", () => {
     expect(bare.status).toBe(404);
     const noRoute = await call("/v1/acme/shop/missing", acme.key);
     expect(noRoute.status).toBe(404); // the replica's own NOT_FOUND, passed through
+    // The runtime's own endpoints are not part of the public surface.
+    const internal = await call("/v1/acme/shop/-/stats", acme.key);
+    expect(internal.status).toBe(404);
+    expect(internal.json().error.code).toBe("NOT_FOUND");
   });
 
   it("rejects a revoked key as soon as the revocation notice arrives", async () => {
