@@ -13,6 +13,11 @@ const NEVER_REACHED = new Set([
   "UND_ERR_CONNECT_TIMEOUT",
 ]);
 
+/** Failures of an established connection: the request may have reached the replica. */
+const CONNECTION_LOST = new Set(["ECONNRESET", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CLOSED"]);
+/** Methods that mean the same when sent twice (RFC 9110 §9.2.2): safe to resend after a lost connection. */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]);
+
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and ones the gateway owns; never forwarded either way. */
 const HOP_BY_HOP = new Set([
   "connection",
@@ -158,6 +163,12 @@ export class ReplicaProxy {
         if (f.abort.signal.aborted) return { bytesOut: 0, replicaId: slot.id };
         const code = (err as { code?: string }).code ?? "";
         if (NEVER_REACHED.has(code)) {
+          this.router.avoid(slot);
+          return "resend";
+        }
+        // A replica that died leaves dead keep-alive connections behind; an idempotent request
+        // that hit one is resent, anything else would risk running twice.
+        if (CONNECTION_LOST.has(code) && IDEMPOTENT.has(f.req.method ?? "GET")) {
           this.router.avoid(slot);
           return "resend";
         }

@@ -224,6 +224,42 @@ describe("handle ingress", () => {
   });
 });
 
+describe("replica failures", () => {
+  it("routes around a replica killed with keep-alive connections open", async () => {
+    const g = await gatewayWith();
+    const pair = new EchoReplicas();
+    try {
+      const [doomed, survivor] = await Promise.all([pair.start("doomed"), pair.start("survivor")]);
+      const app = await world.application(acme, "crashy");
+      const dep = await world.deployment(acme, app, "svc");
+      await world.replica(dep, doomed.url);
+      await world.replica(dep, survivor.url);
+      await g.refresh();
+      const seen = new Set<string>();
+      // Concurrent requests open several pooled connections to both replicas.
+      for (let round = 0; round < 10 && seen.size < 2; round++) {
+        const replies = await Promise.all(
+          [1, 2, 3, 4].map(() => call(g, "/v1/acme/crashy/whoami", acme.key)),
+        );
+        for (const r of replies) seen.add(r.json().replica);
+      }
+      expect(seen).toEqual(new Set(["doomed", "survivor"]));
+      await doomed.stop(); // SIGKILL: no drain, connections die with the process
+      const after = await Promise.all(
+        Array.from({ length: 12 }, (_, i) =>
+          i % 2
+            ? call(g, "/v1/acme/crashy/whoami", acme.key)
+            : call(g, "/v1/acme/crashy/echo", acme.key, { i }),
+        ),
+      );
+      expect(after.map((r) => r.status)).toEqual(Array(12).fill(200));
+      expect(new Set(after.map((r) => r.json().replica))).toEqual(new Set(["survivor"]));
+    } finally {
+      await pair.stopAll();
+    }
+  });
+});
+
 describe("rollouts", () => {
   it("resends requests a draining replica refuses to the others", async () => {
     const g = await gatewayWith();
