@@ -30,8 +30,18 @@ const HOP_BY_HOP = new Set([
   "transfer-encoding",
   "upgrade",
 ]);
-/** Also dropped towards replicas: the caller's credential must never reach tenant code. */
-const NOT_TO_REPLICA = new Set([...HOP_BY_HOP, "host", "authorization", "content-length", REQUEST_ID_HEADER]);
+/**
+ * Also dropped towards replicas: the caller's credential must never reach tenant code, and
+ * `expect: 100-continue` (curl sends it for larger bodies) was answered by this server already.
+ */
+const NOT_TO_REPLICA = new Set([
+  ...HOP_BY_HOP,
+  "host",
+  "authorization",
+  "content-length",
+  "expect",
+  REQUEST_ID_HEADER,
+]);
 
 /** What a forwarded request produced, for metering. */
 export interface ForwardResult {

@@ -225,7 +225,8 @@ describe("router", () => {
     expect(chunked.status).toBe(413);
     const fits = await call("/v1/acme/shop/echo", acme.key, {
       raw: "y".repeat(1000),
-      headers: { "content-type": "text/plain" },
+      // What curl sends with larger bodies; the gateway answers it itself.
+      headers: { "content-type": "text/plain", expect: "100-continue" },
     });
     expect(fits.status).toBe(200);
     expect(fits.json().body).toBe("y".repeat(1000));
