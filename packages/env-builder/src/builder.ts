@@ -221,7 +221,15 @@ export class EnvironmentBuilder {
   ): Promise<EnsuredEnvironment> {
     const plan = await this.plan(runtime, spec, hash, dir);
     if ("base" in plan) return { hash, runtime, ...plan.base, reused: true };
-    return this.buildOnce(hash, runtime, spec, dir, plan.recipe, listeners);
+    try {
+      return await this.buildOnce(hash, runtime, spec, dir, plan.recipe, listeners);
+    } catch (error) {
+      if (error instanceof EnvironmentError) throw error;
+      // The environment store itself failed (permissions, full disk): still a stable code.
+      throw new EnvironmentError("ENV_BUILD_FAILED", `environment store error: ${(error as Error).message}`, {
+        hash,
+      });
+    }
   }
 
   private dirOf(hash: string): string {
@@ -245,9 +253,15 @@ export class EnvironmentBuilder {
     let waited = false;
     for (;;) {
       const ready = readReady(dir);
-      if (ready)
+      if (ready) {
+        follower.poll();
         return { hash, runtime, location: ready.location, interpreter: ready.interpreter, reused: true };
-      const release = await this.tryLock(dir, listeners);
+      }
+      const lockLost = new AbortController();
+      const release = await this.tryLock(dir, (error) => {
+        emit(listeners, `! build lock lost: ${error.message}`);
+        lockLost.abort();
+      });
       if (release) {
         try {
           const builtMeanwhile = readReady(dir);
@@ -268,7 +282,7 @@ export class EnvironmentBuilder {
               logTail: failed.logTail,
               logFile: join(dir, LOG),
             });
-          return await this.build(hash, runtime, spec, dir, recipe, listeners);
+          return await this.build(hash, runtime, spec, dir, recipe, listeners, lockLost.signal);
         } finally {
           await release().catch(() => undefined);
         }
@@ -293,7 +307,7 @@ export class EnvironmentBuilder {
 
   private async tryLock(
     dir: string,
-    listeners: Set<LogListener>,
+    onLost: (error: Error) => void,
   ): Promise<(() => Promise<void>) | undefined> {
     try {
       return await lockfile.lock(dir, {
@@ -301,9 +315,9 @@ export class EnvironmentBuilder {
         realpath: false,
         stale: this.lockStaleMs(),
         retries: 0,
-        // Losing the lock (its refresh failed) must not crash the process: the build goes on and
-        // at worst a second builder redoes it, which the ready marker makes harmless.
-        onCompromised: (error) => emit(listeners, `! build lock lost: ${error.message}`),
+        // A lost lock (its refresh failed) may already be another builder's: this build stops
+        // rather than race it, and must not crash the process either (the default throws).
+        onCompromised: onLost,
       });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ELOCKED") return undefined;
@@ -324,6 +338,7 @@ export class EnvironmentBuilder {
     dir: string,
     recipe: Recipe,
     listeners: Set<LogListener>,
+    lockLost: AbortSignal,
   ): Promise<EnsuredEnvironment> {
     // Whatever a crashed or failed earlier attempt left behind is not trusted.
     for (const entry of readdirSync(dir))
@@ -338,7 +353,11 @@ export class EnvironmentBuilder {
       const env = buildEnvironmentVariables(this.options.env ?? process.env);
       const deadline = started + this.buildTimeoutMs();
       for (const command of recipe.commands) {
-        const outcome = await runBuildCommand(command, log, { env, deadline, signal: this.closing.signal });
+        const outcome = await runBuildCommand(command, log, {
+          env,
+          deadline,
+          signal: AbortSignal.any([this.closing.signal, lockLost]),
+        });
         if (!outcome.ok) throw this.failure(hash, dir, log, outcome.reason);
       }
       if (!existsSync(recipe.interpreter))

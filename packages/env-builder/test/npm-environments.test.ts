@@ -2,9 +2,11 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { buildNodeBundle, nodeReplicaCommand } from "@tessera/runtime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EnsuredEnvironment, EnvironmentBuilder, EnvironmentError } from "../src/index.js";
 import { LocalNpmRegistry } from "./support/npm-registry.js";
+import { probeContract, startReplica, versionsServedBy } from "./support/replica.js";
 
 let work: string;
 let registry: LocalNpmRegistry;
@@ -65,6 +67,25 @@ describe("npm environments", () => {
     expect(probeIn(v1).file.startsWith(v1.location)).toBe(true);
     expect(lines.some((l) => l.includes("npm install"))).toBe(true);
     expect(readFileSync(join(v1.location, "build.log"), "utf8")).toMatch(/added 1 package/);
+  });
+
+  it("a node replica started in each environment serves the version of its own environment", async () => {
+    const [one, two] = await versionsServedBy(
+      [v1, v2].map(async (env, n) => {
+        const bundle = await buildNodeBundle({
+          codeDir: join(import.meta.dirname, "fixtures", "node-probe"),
+          entry: "handler.ts:Probe",
+          outDir: join(work, `bundle-${n}`),
+          nodeModulesDir: join(env.location, "node_modules"),
+        });
+        const contract = probeContract(n, bundle.dir, bundle.entry);
+        return startReplica(await nodeReplicaCommand({ bundle, env: contract, node: env.interpreter }));
+      }),
+    );
+    expect(one).toMatchObject({ version: "1.0.0" });
+    expect(two).toMatchObject({ version: "2.0.0" });
+    expect(one?.file.startsWith(v1.location)).toBe(true);
+    expect(two?.file.startsWith(v2.location)).toBe(true);
   });
 
   it("reuses the environment for the same dependencies without installing again", async () => {
