@@ -28,6 +28,13 @@ export interface LocalDriverOptions {
   onError?: (err: unknown) => void;
   /** Share one builder with the provisioner's build jobs; default: one rooted at `<dataDir>/envs`. */
   environmentBuilder?: EnvironmentBuilder;
+  /** The data dir when `driverConfig` names none (e.g. the provisioner's `--data-dir`). */
+  dataDir?: string;
+  /**
+   * When the driver serves one cluster row (as `createDriver(cluster)` makes it), it adopts only
+   * that cluster's replicas: drivers of other rows sharing the data dir supervise theirs.
+   */
+  clusterId?: string;
 }
 
 /** cluster.json: the facts of one provisioned cluster. */
@@ -84,9 +91,14 @@ export class LocalDriver implements ClusterDriver {
   /** Port picking is check-then-bind: serialised so two replicas never get the same port. */
   private portLock: Promise<unknown> = Promise.resolve();
   private closed = false;
+  private readonly scope: string | undefined;
 
   constructor(options: LocalDriverOptions = {}) {
-    this.settings = localDriverSettings(options.driverConfig ?? {});
+    const config = options.driverConfig ?? {};
+    this.settings = localDriverSettings(
+      config.dataDir === undefined && options.dataDir ? { ...config, dataDir: options.dataDir } : config,
+    );
+    this.scope = options.clusterId;
     this.onLog = options.onLog ?? (() => {});
     this.onError = options.onError ?? ((err) => console.error("[local-driver]", err));
     this.tools = {
@@ -338,6 +350,7 @@ export class LocalDriver implements ClusterDriver {
   /** Re-attaches to every replica a previous driver left in the data dir. */
   private adoptFromDisk(): void {
     for (const clusterId of readdirSync(this.clustersDir())) {
+      if (this.scope !== undefined && clusterId !== this.scope) continue;
       if (!SAFE_ID.test(clusterId) || !this.cluster(clusterId)) continue;
       const replicasDir = join(this.clusterDir(clusterId), "replicas");
       if (!existsSync(replicasDir)) continue;
