@@ -221,7 +221,12 @@ describe("LocalDriver with real python and node replicas", () => {
 
   it("runs the typescript example from its esbuild bundle", async () => {
     await driver.startReplica(
-      replicaSpec(CLUSTER_A, "ts-1", { runtime: "node", entry: "handler.ts:Dataframe" }, TS_EXAMPLE),
+      replicaSpec(
+        CLUSTER_A,
+        "ts-1",
+        { runtime: "node", entry: "handler.ts:Dataframe", resources: { cpus: 1, memoryMb: 128 } },
+        TS_EXAMPLE,
+      ),
     );
     const ready = await waitPhase("ts-1", "ready", 30_000);
     expect(await dedupe(ready.address as string)).toEqual({
@@ -232,6 +237,7 @@ describe("LocalDriver with real python and node replicas", () => {
     const cmdline = readFileSync(`/proc/${proc?.pid}/cmdline`, "utf8").split("\0");
     expect(cmdline.some((a) => a.endsWith(".mjs"))).toBe(true);
     expect(cmdline.some((a) => a.includes("tsx"))).toBe(false);
+    expect(cmdline).toContain("--max-old-space-size=96");
     await driver.stopReplica(CLUSTER_A, "ts-1");
   });
 

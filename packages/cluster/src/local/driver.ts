@@ -227,7 +227,9 @@ export class LocalDriver implements ClusterDriver {
       replica.failBeforeStart((err as Error).message);
       return replica.status();
     }
-    await replica.start();
+    // Stopped while its code was being prepared: leave nothing behind.
+    if (replica.phase === "stopped") rmSync(dir, { recursive: true, force: true });
+    else await replica.start();
     return replica.status();
   }
 
