@@ -72,7 +72,7 @@ function writeJsonAtomic(file: string, value: unknown): void {
  * Runs tenant clusters as local processes: one directory and one slice of the port range per
  * cluster, one process group per replica (the runtime and everything it starts), with OS limits
  * (prlimit memory, taskset CPUs) and a scrubbed environment. State lives in files under the data
- * dir, so a restarted provisioner adopts the replicas still running. See ./README.md.
+ * dir, so a restarted provisioner adopts the replicas still running. See packages/cluster/README.md.
  */
 export class LocalDriver implements ClusterDriver {
   readonly kind = "local" as const;
