@@ -452,3 +452,100 @@ describe("LocalDriver with real python and node replicas", () => {
     expect(errors.filter((e) => !/not found: replica/.test(String(e)))).toEqual([]);
   });
 });
+
+const SPY_HANDLER = `import os
+from tessera import route
+
+def attempt(fn):
+    try:
+        fn()
+        return "allowed"
+    except PermissionError:
+        return "denied"
+    except Exception as e:
+        return type(e).__name__
+
+class Spy:
+    def __init__(self, config):
+        self.c = config
+
+    @route.get("/spy")
+    def spy(self):
+        c = self.c
+        return {
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "groups": os.getgroups(),
+            "provisionerEnviron": attempt(lambda: open("/proc/%d/environ" % c["provisionerPid"], "rb").read()),
+            "signalProvisioner": attempt(lambda: os.kill(c["provisionerPid"], 0)),
+            "otherCluster": attempt(lambda: os.listdir(c["otherCluster"])),
+            "replicaJson": attempt(lambda: open(c["replicaJson"]).read()),
+            "writeCode": attempt(lambda: open(os.path.join(os.environ["TESSERA_CODE_DIR"], "x.py"), "w").write("x")),
+            "writeHome": attempt(lambda: open(os.path.join(os.environ["HOME"], "x.txt"), "w").write("x")),
+        }
+`;
+
+// Switching users needs root, and an interpreter outside root's home (pyenv lives in /root).
+const canSwitchUsers = process.getuid?.() === 0 && existsSync("/usr/bin/python3");
+
+describe.skipIf(!canSwitchUsers)("LocalDriver with per-cluster users (runAsUid)", () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "tessera-local-driver-uid-"));
+  const events: ReplicaEvent[] = [];
+  const driver = new LocalDriver({
+    driverConfig: {
+      dataDir,
+      portRangeFrom: 38_100,
+      portRangeTo: 38_139,
+      portsPerCluster: 20,
+      python: "/usr/bin/python3",
+      runAsUid: 61_000,
+      drainTimeoutS: 2,
+    },
+    onError: () => {},
+  });
+  driver.watch((e) => events.push(e));
+  afterAll(async () => {
+    for (const c of [CLUSTER_A, CLUSTER_B]) await driver.destroyCluster(c);
+    await driver.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("runs each cluster as its own user, unable to reach the provisioner or another cluster", async () => {
+    const a = await driver.provisionCluster(clusterSpec(CLUSTER_A));
+    const b = await driver.provisionCluster(clusterSpec(CLUSTER_B));
+    expect([a.state.uid, b.state.uid]).toEqual([61_000, 61_001]);
+    const replicaDir = join(dataDir, "clusters", CLUSTER_A, "replicas", "spy");
+    await driver.startReplica(
+      replicaSpec(
+        CLUSTER_A,
+        "spy",
+        {
+          runtime: "python",
+          entry: "handler:Spy",
+          userConfig: {
+            provisionerPid: process.pid,
+            otherCluster: join(dataDir, "clusters", CLUSTER_B),
+            replicaJson: join(replicaDir, "replica.json"),
+          },
+        },
+        { "handler.py": SPY_HANDLER },
+      ),
+    );
+    const ready = await waitFor("spy ready", () =>
+      events.find((e) => e.replicaId === "spy" && (e.phase === "ready" || e.phase === "failed")),
+    );
+    expect(ready).toMatchObject({ phase: "ready" });
+    const seen = await (await fetch(`${ready.address}/spy`)).json();
+    expect(seen).toEqual({
+      uid: 61_000,
+      gid: 61_000,
+      groups: expect.not.arrayContaining([0]),
+      provisionerEnviron: "denied",
+      signalProvisioner: "denied",
+      otherCluster: "denied",
+      replicaJson: "denied",
+      writeCode: "denied",
+      writeHome: "allowed",
+    });
+  });
+});

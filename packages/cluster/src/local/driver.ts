@@ -1,4 +1,13 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { TesseraError } from "@tessera/core";
 import { builderOptionsFromEnv, EnvironmentBuilder } from "@tessera/env-builder";
@@ -12,6 +21,7 @@ import type {
   ReplicaSpec,
   ReplicaStatus,
 } from "../driver.js";
+import { clusterUid, confineClusterDirs, confineReplicaDir } from "./isolation.js";
 import { findExecutable, type HostTools, prepareReplicaLaunch, resolvePython } from "./launch.js";
 import type { ReplicaLogLine } from "./logs.js";
 import { claimPortSlot, type PortRange, pickPort, releasePortSlot } from "./ports.js";
@@ -46,6 +56,8 @@ interface ClusterRecord {
   quota: ClusterSpec["quota"];
   slot: number;
   ports: PortRange;
+  /** The Unix user (and group) of the cluster's replicas when `runAsUid` is set. */
+  uid?: number;
 }
 
 /** Ids become directory names: nothing that could climb out of the data dir. */
@@ -118,7 +130,15 @@ export class LocalDriver implements ClusterDriver {
         root: join(this.settings.dataDir, "envs"),
         python: this.settings.python,
       });
+    if (this.settings.runAsUid !== null && process.getuid?.() !== 0)
+      throw new TesseraError(
+        "VALIDATION_FAILED",
+        "local driver config: runAsUid needs a provisioner running as root",
+      );
     mkdirSync(this.clustersDir(), { recursive: true });
+    // Per-cluster users must be able to walk down to their own cluster directory (not list others).
+    if (this.settings.runAsUid !== null)
+      for (const dir of [this.settings.dataDir, this.clustersDir()]) chmodSync(dir, 0o711);
     this.adopted = Promise.resolve().then(() => this.adoptFromDisk());
   }
 
@@ -140,8 +160,10 @@ export class LocalDriver implements ClusterDriver {
       quota: spec.quota,
       slot,
       ports: range,
+      ...(this.settings.runAsUid !== null ? { uid: clusterUid(this.settings.runAsUid, slot) } : {}),
     };
     mkdirSync(join(dir, "replicas"), { recursive: true, mode: 0o700 });
+    if (record.uid !== undefined) await confineClusterDirs([dir, join(dir, "replicas")], record.uid);
     writeJsonAtomic(join(dir, "cluster.json"), record);
     this.clusters.set(spec.clusterId, record);
     return {
@@ -149,6 +171,7 @@ export class LocalDriver implements ClusterDriver {
       state: {
         directory: dir,
         portRange: range,
+        ...(record.uid !== undefined ? { uid: record.uid } : {}),
         memoryLimit: this.tools.prlimit ? "prlimit --data" : "not enforced",
         cpuLimit: this.tools.taskset ? "taskset" : "not enforced",
       },
@@ -216,6 +239,10 @@ export class LocalDriver implements ClusterDriver {
         basePython: () => this.resolveBasePython(),
         tools: this.tools,
       });
+      if (cluster.uid !== undefined) {
+        await confineReplicaDir(dir, cluster.uid);
+        record.launch.uid = cluster.uid;
+      }
     } catch (err) {
       // Tenant-side problems (code that does not bundle, an environment not built) make a failed
       // replica the controller can report; a malformed request is the caller's error.

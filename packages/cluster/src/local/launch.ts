@@ -14,6 +14,8 @@ export interface ReplicaLaunch {
   args: string[];
   env: Record<string, string>;
   cwd: string;
+  /** Run as this uid (and gid of the same number): per-cluster users, see isolation.ts. */
+  uid?: number;
 }
 
 /** What the host offers to enforce per-replica limits (absolute paths, or null when missing). */
