@@ -24,6 +24,7 @@ import { EnvironmentError, invalidSpec, unsupported } from "./errors.js";
 import { checkNpmDependency, environmentPackageJson } from "./npm.js";
 import {
   type CondaNeeds,
+  canInstallIntoOtherPython,
   checkCondaChannel,
   checkPipRequirement,
   chooseInterpreter,
@@ -480,6 +481,7 @@ export class EnvironmentBuilder {
     if (requirements.length === 0) return { base: baseOf(python) };
     const prefix = join(dir, PREFIX);
     const venvPython = join(prefix, "bin", "python");
+    const externalPip = canInstallIntoOtherPython(python);
     return {
       recipe: {
         location: prefix,
@@ -492,14 +494,20 @@ export class EnvironmentBuilder {
               python.executable,
               "-m",
               "venv",
+              ...(externalPip ? ["--without-pip"] : []),
               ...(this.options.systemSitePackages ? ["--system-site-packages"] : []),
               prefix,
             ],
             cwd: dir,
           },
-          this.pipInstall(venvPython, dir),
+          externalPip
+            ? this.pipInstall([python.executable, "-m", "pip", "--python", venvPython], dir)
+            : this.pipInstall([venvPython, "-m", "pip"], dir),
         ],
-        notes: [...notes, `python ${python.version} (${python.executable})`],
+        notes: [
+          ...notes,
+          `python ${python.version} (${python.executable}), pip ${python.pip ?? "from ensurepip"}`,
+        ],
       },
     };
   }
@@ -537,7 +545,7 @@ export class EnvironmentBuilder {
         cwd: dir,
       },
     ];
-    if (needs.pipRequirements.length > 0) commands.push(this.pipInstall(python, dir));
+    if (needs.pipRequirements.length > 0) commands.push(this.pipInstall([python, "-m", "pip"], dir));
     return {
       location: prefix,
       interpreter: python,
@@ -550,13 +558,12 @@ export class EnvironmentBuilder {
     };
   }
 
-  private pipInstall(python: string, dir: string): BuildCommand {
+  /** `pip` is how to run pip for the environment: its own, or the base one with `--python`. */
+  private pipInstall(pip: [string, ...string[]], dir: string): BuildCommand {
     return {
       title: "pip install",
       argv: [
-        python,
-        "-m",
-        "pip",
+        ...pip,
         "install",
         "--disable-pip-version-check",
         "--no-input",
