@@ -20,6 +20,7 @@ import {
 } from "@tessera/core";
 import lockfile from "proper-lockfile";
 import { BuildLog, emit, LogFollower, type LogListener } from "./build-log.js";
+import { BuildSlots } from "./build-slots.js";
 import { EnvironmentError, invalidSpec, unsupported } from "./errors.js";
 import { checkNpmDependency, environmentPackageJson } from "./npm.js";
 import {
@@ -55,6 +56,8 @@ export interface EnvironmentBuilderOptions {
   buildTimeoutMs?: number;
   /** A build lock not refreshed for this long belongs to a dead builder and is taken over; default 10 s. */
   lockStaleMs?: number;
+  /** Builds this process runs at once; more wait their turn (default 2). */
+  maxConcurrentBuilds?: number;
   /** Variables builds may inherit from (filtered, see run-command); default `process.env`. */
   env?: NodeJS.ProcessEnv;
 }
@@ -137,11 +140,13 @@ export class EnvironmentBuilder {
   readonly root: string;
   private readonly inFlight = new Map<string, InFlight>();
   private readonly closing = new AbortController();
+  private readonly slots: BuildSlots;
   private basePython?: Promise<PythonInterpreter>;
   private condaTool?: string | null;
 
   constructor(private readonly options: EnvironmentBuilderOptions) {
     this.root = resolve(options.root);
+    this.slots = new BuildSlots(this.maxConcurrentBuilds);
   }
 
   /** The hash naming the environment of `request`; throws VALIDATION_FAILED for a malformed spec. */
@@ -249,51 +254,62 @@ export class EnvironmentBuilder {
   ): Promise<EnsuredEnvironment> {
     mkdirSync(dir, { recursive: true });
     const waitStartedAt = new Date();
-    const deadline = Date.now() + this.buildTimeoutMs() + this.lockStaleMs() * 2;
     const follower = new LogFollower(join(dir, LOG), (line) => emit(listeners, line));
     let waited = false;
+    let queuedSaid = false;
+    // When the current wait on another builder's lock began: that builder is bounded by its build
+    // timeout, so a wait much longer than that means something is wrong.
+    let lockedSince: number | undefined;
     for (;;) {
       const ready = readReady(dir);
       if (ready) {
         follower.poll();
         return { hash, runtime, location: ready.location, interpreter: ready.interpreter, reused: true };
       }
-      const lockLost = new AbortController();
-      const release = await this.tryLock(dir, (error) => {
-        emit(listeners, `! build lock lost: ${error.message}`);
-        lockLost.abort();
+      // A slot before the lock: a build queued here must not keep other processes from building it.
+      const releaseSlot = await this.slots.acquire(() => {
+        if (!queuedSaid)
+          emit(listeners, `waiting for a build slot (at most ${this.maxConcurrentBuilds} at once)`);
+        queuedSaid = true;
       });
-      if (release) {
-        try {
-          const builtMeanwhile = readReady(dir);
-          if (builtMeanwhile)
-            return {
-              hash,
-              runtime,
-              location: builtMeanwhile.location,
-              interpreter: builtMeanwhile.interpreter,
-              reused: true,
-            };
-          const failed = readJson<FailedRecord>(join(dir, FAILED));
-          // The build this call waited for failed: report that failure rather than repeat it at once.
-          if (waited && failed && new Date(failed.at) >= waitStartedAt)
-            throw new EnvironmentError("ENV_BUILD_FAILED", `environment build failed: ${failed.reason}`, {
-              hash,
-              reason: failed.reason,
-              logTail: failed.logTail,
-              logFile: join(dir, LOG),
-            });
-          return await this.build(hash, runtime, spec, dir, recipe, listeners, lockLost.signal);
-        } finally {
-          await release().catch(() => undefined);
+      try {
+        const lockLost = new AbortController();
+        const release = await this.tryLock(dir, (error) => {
+          emit(listeners, `! build lock lost: ${error.message}`);
+          lockLost.abort();
+        });
+        if (release) {
+          try {
+            const builtMeanwhile = readReady(dir);
+            if (builtMeanwhile) {
+              follower.poll();
+              const { location, interpreter } = builtMeanwhile;
+              return { hash, runtime, location, interpreter, reused: true };
+            }
+            const failed = readJson<FailedRecord>(join(dir, FAILED));
+            // The build this call waited for failed: report that failure rather than repeat it at once.
+            if (waited && failed && new Date(failed.at) >= waitStartedAt)
+              throw new EnvironmentError("ENV_BUILD_FAILED", `environment build failed: ${failed.reason}`, {
+                hash,
+                reason: failed.reason,
+                logTail: failed.logTail,
+                logFile: join(dir, LOG),
+              });
+            return await this.build(hash, runtime, spec, dir, recipe, listeners, lockLost.signal);
+          } finally {
+            await release().catch(() => undefined);
+          }
         }
+      } finally {
+        releaseSlot();
       }
       if (this.closing.signal.aborted)
         throw new EnvironmentError("ENV_BUILD_FAILED", "the environment builder is closing", { hash });
       if (!waited) emit(listeners, `waiting for another builder of environment ${hash}`);
       waited = true;
+      lockedSince ??= Date.now();
       follower.poll();
-      if (Date.now() > deadline)
+      if (Date.now() - lockedSince > this.buildTimeoutMs() + this.lockStaleMs() * 2)
         throw new EnvironmentError(
           "ENV_BUILD_FAILED",
           "timed out waiting for another build of this environment",
@@ -595,6 +611,10 @@ export class EnvironmentBuilder {
     if (this.condaTool === undefined)
       this.condaTool = findOnPath(["micromamba", "mamba", "conda"], this.options.env) ?? null;
     return this.condaTool ?? undefined;
+  }
+
+  private get maxConcurrentBuilds(): number {
+    return Math.max(1, Math.floor(this.options.maxConcurrentBuilds ?? 2));
   }
 
   private buildTimeoutMs(): number {

@@ -13,6 +13,7 @@ import {
   type EnvironmentRequest,
   splitArguments,
 } from "../src/index.js";
+import { checkNpmDependency } from "../src/npm.js";
 import { buildEnvironmentVariables } from "../src/run-command.js";
 
 const PROBE =
@@ -239,6 +240,12 @@ describe("what a tenant may not ask for: VALIDATION_FAILED", () => {
       expect(error.code).toBe("VALIDATION_FAILED");
     },
   );
+
+  it("accepts npm versions, ranges, tags and aliases", () => {
+    for (const spec of ["1.0.0", "~1.0.0", "^2", ">=1 <2", "1.x || 2.x", "latest", "npm:other@1"])
+      expect(() => checkNpmDependency("a", spec)).not.toThrow();
+    expect(() => checkNpmDependency("a", "~/x")).toThrow(/not allowed/);
+  });
 
   it("a malformed spec or runtime", async () => {
     const bogus = { runtime: "python", spec: { kind: "bogus" } } as unknown as EnvironmentRequest;
