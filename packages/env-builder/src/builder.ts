@@ -366,7 +366,10 @@ export class EnvironmentBuilder {
       log.line(`building ${runtime} environment ${hash}: ${JSON.stringify(spec)}`);
       for (const note of recipe.notes) log.line(note);
       writeFileSync(join(dir, "spec.json"), `${JSON.stringify({ runtime, spec }, null, 2)}\n`);
-      for (const [name, content] of Object.entries(recipe.files)) writeFileSync(join(dir, name), content);
+      for (const [name, content] of Object.entries(recipe.files)) {
+        mkdirSync(dirname(join(dir, name)), { recursive: true });
+        writeFileSync(join(dir, name), content);
+      }
       const env = buildEnvironmentVariables(this.options.env ?? process.env);
       const deadline = started + this.buildTimeoutMs();
       for (const command of recipe.commands) {
@@ -426,16 +429,28 @@ export class EnvironmentBuilder {
   /** Decide how to provide the spec; throws ENV_UNSUPPORTED / VALIDATION_FAILED before touching disk. */
   private async plan(runtime: RuntimeKind, spec: EnvironmentSpec, hash: string, dir: string): Promise<Plan> {
     if (runtime === "node") {
-      if (spec.kind === "none" || (spec.kind === "npm" && Object.keys(spec.dependencies).length === 0))
+      if (spec.kind === "none")
         return { base: { location: dirname(dirname(process.execPath)), interpreter: process.execPath } };
       if (spec.kind !== "npm")
         throw unsupported(`a ${spec.kind} environment cannot serve a node deployment: use an npm spec`, hash);
       for (const [name, version] of Object.entries(spec.dependencies)) checkNpmDependency(name, version);
+      const files = { "package.json": environmentPackageJson(hash, spec.dependencies) };
+      // No dependencies: nothing to install, but an npm environment always has its node_modules.
+      if (Object.keys(spec.dependencies).length === 0)
+        return {
+          recipe: {
+            location: dir,
+            interpreter: process.execPath,
+            files: { ...files, "node_modules/.empty": "" },
+            commands: [],
+            notes: [],
+          },
+        };
       return {
         recipe: {
           location: dir,
           interpreter: process.execPath,
-          files: { "package.json": environmentPackageJson(hash, spec.dependencies) },
+          files,
           commands: [
             {
               title: "npm install",

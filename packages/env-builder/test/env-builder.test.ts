@@ -138,31 +138,41 @@ describe("no spec: the runtime's base interpreter", () => {
     expect(readdirSync(root)).toEqual([]);
   });
 
-  it("node: this node, nothing built", async () => {
+  it("node without a spec: this node, nothing built", async () => {
     const env = await builder.ensure({ runtime: "node" });
     expect(env).toMatchObject({ runtime: "node", interpreter: process.execPath, reused: true });
-    const empty = await builder.ensure({ runtime: "node", spec: { kind: "npm", dependencies: {} } });
-    expect(empty).toEqual({ ...env, hash: empty.hash });
+  });
+
+  it("node with an npm spec without dependencies: an environment with an empty node_modules, npm not run", async () => {
+    const lines: string[] = [];
+    const empty = await builder.ensure({ runtime: "node", spec: { kind: "npm", dependencies: {} } }, (l) =>
+      lines.push(l),
+    );
+    expect(empty).toMatchObject({ location: join(root, empty.hash), interpreter: process.execPath });
+    expect(readdirSync(join(empty.location, "node_modules"))).toEqual([".empty"]);
+    expect(lines.some((l) => l.startsWith("$ "))).toBe(false);
+    expect((await builder.ensure({ runtime: "node", spec: { kind: "npm", dependencies: {} } })).reused).toBe(
+      true,
+    );
   });
 });
 
 describe("what a cluster cannot build: ENV_UNSUPPORTED, before touching disk", () => {
   it("conda packages other than python and pip when there is no conda/micromamba, naming them", async () => {
-    const error = await failureOf(
-      builder.ensure({
-        runtime: "python",
-        spec: {
-          kind: "conda",
-          channels: ["conda-forge"],
-          dependencies: ["python", "numpy=1.26", "pip", { pip: ["x"] }],
-        },
-      }),
-    );
+    const request: EnvironmentRequest = {
+      runtime: "python",
+      spec: {
+        kind: "conda",
+        channels: ["conda-forge"],
+        dependencies: ["python", "numpy=1.26", "pip", { pip: ["x"] }],
+      },
+    };
+    const error = await failureOf(builder.ensure(request));
     expect(error.code).toBe("ENV_UNSUPPORTED");
     expect(error.message).toMatch(/no conda or micromamba.*numpy=1\.26/);
     expect(error.message).not.toMatch(/pip,|python,/);
     expect(error.httpStatus).toBe(422);
-    expect(readdirSync(root)).toEqual([]);
+    expect(existsSync(join(root, builder.hashOf(request)))).toBe(false);
   });
 
   it("a python version the cluster does not have", async () => {
@@ -248,12 +258,13 @@ describe("what a tenant may not ask for: VALIDATION_FAILED", () => {
   });
 
   it("a malformed spec or runtime", async () => {
+    const before = readdirSync(root);
     const bogus = { runtime: "python", spec: { kind: "bogus" } } as unknown as EnvironmentRequest;
     expect((await failureOf(builder.ensure(bogus))).code).toBe("VALIDATION_FAILED");
     expect((await failureOf(builder.ensure({ runtime: "ruby" } as unknown as EnvironmentRequest))).code).toBe(
       "VALIDATION_FAILED",
     );
-    expect(readdirSync(root)).toEqual([]);
+    expect(readdirSync(root)).toEqual(before);
   });
 
   it("accepts names, extras, version specifiers and https URLs", () => {
