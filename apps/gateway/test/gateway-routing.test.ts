@@ -298,6 +298,7 @@ describe("metering and operations", () => {
     expect(metrics.status).toBe(200);
     expect(metrics.text).toContain(`tessera_gateway_requests_total{deployment="${api.id}",status="200"}`);
     expect(metrics.text).toContain("tessera_gateway_request_duration_seconds_bucket");
+    expect(metrics.text).toContain('tessera_gateway_requests_total{deployment="none",status="401"}');
     expect(metrics.text).toContain(`tessera_gateway_replica_in_flight_requests{deployment="${api.id}"`);
 
     const guarded = await createGateway({
