@@ -9,16 +9,21 @@ from .api import get_deployment, list_deployments
 from .batching import batch
 from .context import get_replica_context
 from .errors import HandleCallError, RayServeCompatError, RayServeException
-from .handles import DeploymentHandle, DeploymentResponse
+from .handles import INGRESS_ALIAS, DeploymentHandle, DeploymentResponse
 
 
 def get_deployment_handle(deployment_name: str, app_name: str = "default", **_: object) -> DeploymentHandle:
     return DeploymentHandle(deployment_name, app_name)
 
 
+def get_app_handle(app_name: str = "default") -> DeploymentHandle:
+    """A handle to the application's ingress (only the replica's own application is reachable)."""
+    return DeploymentHandle(INGRESS_ALIAS, app_name)
+
+
 __all__ = [
     "Application", "Deployment", "DeploymentHandle", "DeploymentResponse", "HandleCallError",
-    "RayServeCompatError", "RayServeException", "batch", "delete", "deployment", "get_deployment",
+    "RayServeCompatError", "RayServeException", "batch", "delete", "deployment", "get_app_handle", "get_deployment",
     "get_deployment_handle", "get_replica_context", "ingress", "list_deployments", "run", "shutdown",
     "start", "status",
 ]

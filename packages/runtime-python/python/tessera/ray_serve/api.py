@@ -48,7 +48,6 @@ class Deployment:
             raise RayServeCompatError("@serve.deployment must decorate a class or a function, got %r" % (func_or_class,))
         self.func_or_class = func_or_class
         self._options = dict(options)
-        self._deployed_with: Optional["Application"] = None
 
     @property
     def name(self) -> str:
@@ -92,8 +91,7 @@ class Deployment:
         """Ray 1.x deployed on call; here it records the application, which the platform deploys."""
         args = init_args or tuple(self._options.get("init_args") or ())
         kwargs = init_kwargs or dict(self._options.get("init_kwargs") or {})
-        self._deployed_with = Application(self, args, kwargs)
-        _DEPLOYED[self.name] = self._deployed_with
+        _DEPLOYED[self.name] = Application(self, args, kwargs)
 
     def get_handle(self, sync: Optional[bool] = None) -> Any:
         from .handles import DeploymentHandle
@@ -124,8 +122,7 @@ class Application:
         return "Application(%s)" % self.deployment.name
 
 
-#: Applications recorded by ``.deploy()`` (Ray 1.x) and ``serve.run`` (so `serve.run(app)` at
-#: module level also names the entry).
+#: Applications recorded by ``.deploy()`` (Ray 1.x) and ``serve.run``, by deployment name.
 _DEPLOYED: Dict[str, Application] = {}
 
 
@@ -183,7 +180,6 @@ def run(target: Any, *args: Any, **kwargs: Any) -> Any:
 
     app = as_application(target)
     _DEPLOYED[app.deployment.name] = app
-    _DEPLOYED["__serve_run__"] = app
     return DeploymentHandle(app.deployment.name)
 
 
@@ -191,7 +187,11 @@ def as_application(target: Any) -> Application:
     if isinstance(target, Application):
         return target
     if isinstance(target, Deployment):
-        return target._deployed_with or target.bind()
+        # `X.options(version=...).deploy()` recorded a copy of X: the entry `module:X` means it.
+        deployed = _DEPLOYED.get(target.name)
+        if deployed is not None and deployed.deployment.func_or_class is target.func_or_class:
+            return deployed
+        return target.bind()
     raise RayServeCompatError("expected a bound application (X.bind(...)) or a deployment, got %r" % (target,))
 
 
@@ -217,7 +217,3 @@ def get_deployment(name: str) -> Any:
 
 def list_deployments() -> Any:
     raise unsupported("serve.list_deployments() (use `tessera status`)")
-
-
-def deployed_applications() -> List[Application]:
-    return list(_DEPLOYED.values())

@@ -14,6 +14,9 @@ from .errors import RayServeException
 
 Router = Callable[[str, str, Tuple[Any, ...], Dict[str, Any]], Awaitable[Any]]
 
+#: The name ``serve.get_app_handle()`` targets: the replica's router maps it to the ingress.
+INGRESS_ALIAS = "__ingress__"
+
 _router: Optional[Router] = None
 _loop: Optional[asyncio.AbstractEventLoop] = None
 

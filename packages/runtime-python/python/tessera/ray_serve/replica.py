@@ -28,7 +28,7 @@ from .api import INGRESS_ATTR, Application
 from .context import ReplicaContext, reset_replica_context, set_replica_context
 from .errors import HandleCallError, RayServeCompatError
 from .graph import ingress_kind, walk
-from .handles import DeploymentHandle, set_router
+from .handles import INGRESS_ALIAS, DeploymentHandle, set_router
 
 RESERVED_CONFIG_KEY = "__ray_serve__"
 CALL_PREFIX = "/-/call/"
@@ -133,6 +133,8 @@ class RayReplica:
 
     async def call(self, deployment: str, method: str, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
         """The handle router: on a local instance, or through the gateway."""
+        if deployment == INGRESS_ALIAS:
+            deployment = self.ingress_name
         if self.remote_names is not None and deployment != self.name:
             return await self._call_remote(deployment, method, args, kwargs)
         instance = self.instances.get(deployment)
