@@ -70,8 +70,12 @@ class RayReplica:
             self._construct_one(name)
         self.asgi = self._http_app()
         if self.asgi is not None:
-            self.lifespan = Lifespan(self.asgi)
-            asyncio.run_coroutine_threadsafe(self.lifespan.startup(LIFESPAN_TIMEOUT_S), self.loop).result()
+            asyncio.run_coroutine_threadsafe(self._start_lifespan(self.asgi), self.loop).result()
+
+    async def _start_lifespan(self, app: Callable[..., Any]) -> None:
+        # Created on the loop: asyncio primitives made in a worker thread bind no loop before 3.10.
+        self.lifespan = Lifespan(app)
+        await self.lifespan.startup(LIFESPAN_TIMEOUT_S)
 
     def _local_order(self) -> list:
         """The target and everything it reaches, children first (``walk`` order)."""
