@@ -1,10 +1,9 @@
 import { execFileSync } from "node:child_process";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { runtimeEnv } from "@tessera/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { pythonReplicaCommand } from "../src/index.js";
+import { inspectRayServeApp, planRayServeApplication, pythonReplicaCommand } from "../src/index.js";
+import { HandleGateway } from "./support/handle-gateway.js";
 import { send, startReplica, type TestReplica } from "./support/replica-harness.js";
 
 /**
@@ -178,6 +177,14 @@ describe("ray serve: handles, batching, health and errors (fixtures)", () => {
     }
   });
 
+  it("streams a StreamingResponse chunked and keeps repeated headers", async () => {
+    const res = await send(r.url, "/stream?n=3");
+    expect(res.headers["transfer-encoding"]).toBe("chunked");
+    expect(res.text).toBe("line 0\nline 1\nline 2\n");
+    const cookies = await send(r.url, "/cookies");
+    expect(cookies.headers["set-cookie"]?.map((c) => c.split(";")[0])).toEqual(["a=1", "b=2"]);
+  });
+
   it("answers a deployment's exception as HANDLER_ERROR and keeps serving", async () => {
     const res = await send(r.url, "/fail");
     expect(res.status).toBe(500);
@@ -225,52 +232,23 @@ describe("ray serve: plain __call__ and function deployments", () => {
 });
 
 describe("ray serve: one Tessera deployment per Ray deployment, handles through the gateway", () => {
-  const TOKEN = "th_test-token";
-  let gateway: Server;
+  const gateway = new HandleGateway("th_test-token");
   let front: TestReplica;
   let model: TestReplica;
-  const byDeployment = new Map<string, TestReplica>();
-  const calls: string[] = [];
+  const { calls } = gateway;
 
   beforeAll(async () => {
-    // The gateway's handle endpoint, reduced to what a replica relies on: bearer token, routing
-    // `{deployment}/-/call/{method}` to a replica of that deployment, status and body passed back.
-    gateway = createServer((req, res) => {
-      const m = /^\/-\/handles\/org\/app\/([^/]+)(\/-\/call\/.+)$/.exec(req.url ?? "");
-      const target = m ? byDeployment.get(m[1]!) : undefined;
-      if (req.headers.authorization !== `Bearer ${TOKEN}` || !m || !target) {
-        res.writeHead(req.headers.authorization === `Bearer ${TOKEN}` ? 404 : 401).end();
-        return;
-      }
-      calls.push(`${m[1]}${m[2]}`);
-      const chunks: Buffer[] = [];
-      req.on("data", (c: Buffer) => chunks.push(c));
-      req.on("end", async () => {
-        const reply = await send(target.url, m[2]!, {
-          raw: Buffer.concat(chunks),
-          headers: {
-            "content-type": "application/json",
-            "x-request-id": String(req.headers["x-request-id"]),
-          },
-        });
-        res.writeHead(reply.status, { "content-type": "application/json" }).end(reply.text);
-      });
-    });
-    await new Promise<void>((done) => gateway.listen(0, "127.0.0.1", done));
-    const handles = {
-      url: `http://127.0.0.1:${(gateway.address() as AddressInfo).port}/-/handles/org/app`,
-      token: TOKEN,
-    };
+    const handles = await gateway.listen();
     const names = { Front: "front", Model: "model", Batcher: "batcher" };
     const meta = (deployment: string) => ({ __ray_serve__: { deployment, handles: names } });
     [front, model] = await Promise.all([
       start(FIXTURES, "ray_apps:front", meta("Front"), handles),
       start(FIXTURES, "ray_apps:front", meta("Model"), handles),
     ]);
-    byDeployment.set("model", model);
-    byDeployment.set("batcher", await start(FIXTURES, "ray_apps:front", meta("Batcher"), handles));
+    gateway.replicas.set("model", model);
+    gateway.replicas.set("batcher", await start(FIXTURES, "ray_apps:front", meta("Batcher"), handles));
   });
-  afterAll(() => new Promise<void>((done) => gateway.close(() => done())));
+  afterAll(() => gateway.close());
 
   it("runs the called deployment in its own replica process", async () => {
     const res = await send(front.url, "/predict/5", { headers: { "x-request-id": "rid-chain" } });
@@ -304,5 +282,38 @@ describe("ray serve: one Tessera deployment per Ray deployment, handles through 
     const res = await send(model.url, "/predict/1");
     expect(res.status).toBe(404);
     expect(res.json().error.message).toContain("call it through a handle");
+  });
+});
+
+describe("ray serve: the composition example as planned for the platform, one replica per deployment", () => {
+  const gateway = new HandleGateway("th_planned");
+  let ingress: TestReplica;
+
+  beforeAll(async () => {
+    const codeDir = join(ROOT, "examples", "ray-serve-composition");
+    const app = await inspectRayServeApp({ python: PYTHON, codeDir, entry: "graph:app" });
+    const plan = planRayServeApplication(app, { entry: "graph:app" });
+    expect(plan.errors).toEqual({});
+    const handles = await gateway.listen();
+    // What the provisioner does with each revision: the config's entry and user config, the
+    // application's handle URL and token.
+    for (const d of plan.deployments) {
+      const r = await start(codeDir, d.config.entry, d.config.userConfig, handles);
+      gateway.replicas.set(d.name, r);
+    }
+    ingress = gateway.replicas.get(plan.ingress)!;
+  });
+  afterAll(() => gateway.close());
+
+  it("answers through the ingress, each model called in its own process through the gateway", async () => {
+    const res = await send(ingress.url, "/", { body: { text: "Hello big World" } });
+    expect(res.json()).toEqual({ words: ["hello", "big", "world"], scores: { count: 3, length: 6.5 } });
+    expect(gateway.calls.sort()).toEqual([
+      "count-model/-/call/score",
+      "length-model/-/call/score",
+      "preprocessor/-/call/normalise",
+    ]);
+    // The non-ingress deployments answer no HTTP of their own.
+    expect((await send(gateway.replicas.get("length-model")!.url, "/")).status).toBe(404);
   });
 });
