@@ -151,43 +151,19 @@ describe("rayServe.deploy", () => {
         name: "legacy",
       })
     ).id;
-    const noBase = await failure(
-      u.api.rayServe.deploy({
-        orgId,
-        applicationId: other,
-        entry: "svc:CustomService",
-        code: legacy("v2", "v1"),
-      }),
-    );
+    const deployLegacy = (code: ReturnType<typeof legacy>, prevVersions: Record<string, number> = {}) =>
+      u.api.rayServe.deploy({ orgId, applicationId: other, entry: "svc:CustomService", code, prevVersions });
+    const noBase = await failure(deployLegacy(legacy("v2", "v1")));
     expect(noBase.code).toBe("CONFLICT");
-    const v1 = await u.api.rayServe.deploy({
-      orgId,
-      applicationId: other,
-      entry: "svc:CustomService",
-      code: legacy("v1"),
-    });
+    const v1 = await deployLegacy(legacy("v1"));
     expect(v1.deployments[0]).toMatchObject({
       deployment: { name: "custom-service" },
       revision: { label: "v1" },
     });
-    const v2 = await u.api.rayServe.deploy({
-      orgId,
-      applicationId: other,
-      entry: "svc:CustomService",
-      code: legacy("v2", "v1"),
-      prevVersions: { "custom-service": 1 },
-    });
+    const v2 = await deployLegacy(legacy("v2", "v1"), { "custom-service": 1 });
     expect(v2.deployments[0]!.revision).toMatchObject({ version: 2, label: "v2" });
     // A teammate still on v1 deploys against it: rejected, as Ray's prev_version check did.
-    const raced = await failure(
-      u.api.rayServe.deploy({
-        orgId,
-        applicationId: other,
-        entry: "svc:CustomService",
-        code: legacy("v2b", "v1"),
-        prevVersions: { "custom-service": 2 },
-      }),
-    );
+    const raced = await failure(deployLegacy(legacy("v2b", "v1"), { "custom-service": 2 }));
     expect(raced.code).toBe("CONFLICT");
     expect(raced.message).toContain('is at version "v2", not "v1"');
     const history = await u.api.deployments.revisions({
