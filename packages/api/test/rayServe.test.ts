@@ -206,10 +206,24 @@ describe("rayServe.deploy", () => {
     expect(gpus.fieldErrors).toEqual({
       "deployments.M.config.resources.gpus": "exceeds the cluster quota of 1 gpus",
     });
-    const broken = await refusal("import not_there\n");
+    const broken = await refusal("def broken(:\n");
     expect(broken.code).toBe("VALIDATION_FAILED");
-    expect(broken.fieldErrors!.entry).toContain("No module named 'not_there'");
+    expect(broken.fieldErrors!.entry).toContain("SyntaxError");
     expect(await env.db.select().from(revisions)).toHaveLength(before.length);
+  });
+
+  it("says so when the platform has no python to inspect with", async () => {
+    const python = process.env.TESSERA_RAY_INSPECT_PYTHON;
+    process.env.TESSERA_RAY_INSPECT_PYTHON = "/nonexistent/python3";
+    try {
+      const refused = await failure(
+        u.api.rayServe.deploy({ orgId, applicationId, entry: "graph:app", code: composition }),
+      );
+      expect(refused.code).toBe("ENV_UNSUPPORTED");
+      expect(refused.message).toContain("TESSERA_RAY_INSPECT_PYTHON");
+    } finally {
+      process.env.TESSERA_RAY_INSPECT_PYTHON = python;
+    }
   });
 
   it("needs the admin role", async () => {

@@ -43,6 +43,7 @@ const inspectOutput = z.union([
     ingress: z.string(),
     deployments: z.array(rayDeploymentInfo).min(1),
     unsupportedCalls: z.array(unsupportedCall),
+    stubbedModules: z.array(z.string()).default([]),
   }),
   z.object({
     ok: z.literal(false),
@@ -58,6 +59,8 @@ export interface RayServeApp {
   deployments: RayDeploymentInfo[];
   /** Uses of Ray APIs the compatibility layer lacks, found in the source. */
   unsupportedCalls: RayUnsupportedCall[];
+  /** Modules the inspecting python lacked, imported as stand-ins (the deployment's environment brings them). */
+  stubbedModules: string[];
 }
 
 /** Why an application cannot be deployed; `details.reason` is a stable code. */
@@ -116,7 +119,7 @@ export function inspectRayServeApp(opts: InspectOptions): Promise<RayServeApp> {
     const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
     child.on("error", (err) => {
       clearTimeout(timer);
-      reject(new RayServeInspectError("INSPECT_FAILED", `cannot run ${opts.python}: ${err.message}`));
+      reject(new RayServeInspectError("INSPECTOR_UNAVAILABLE", `cannot run ${opts.python}: ${err.message}`));
     });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
@@ -156,6 +159,7 @@ export function inspectRayServeApp(opts: InspectOptions): Promise<RayServeApp> {
         ingress: parsed.ingress,
         deployments: parsed.deployments,
         unsupportedCalls: parsed.unsupportedCalls,
+        stubbedModules: parsed.stubbedModules,
       });
     });
   });
@@ -438,6 +442,11 @@ export function planRayServeApplication(
 ): RayServePlan {
   const errors: Record<string, string> = {};
   const warnings: string[] = [];
+  if (app.stubbedModules.length)
+    warnings.push(
+      `inspected without ${app.stubbedModules.join(", ")} (not installed where deploys are inspected): ` +
+        "the deployments' environments must provide them",
+    );
   for (const c of app.unsupportedCalls)
     errors[`code.${c.file}:${c.line}`] = `${c.call} is not supported on Tessera`;
   const names = new Map<string, string>();

@@ -103,6 +103,19 @@ describe("inspectRayServeApp", () => {
     expect(plan.warnings.join("\n")).toContain("route_prefix");
   });
 
+  it("imports a module whose libraries this python lacks, with stand-ins it reports", async () => {
+    const app = await inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "heavy:app" });
+    expect(app.stubbedModules).toEqual(["not_installed_torch", "not_installed_transformers"]);
+    expect(app.deployments[0]!.routes).toContainEqual({ path: "/classify", methods: ["POST"] });
+    const plan = planRayServeApplication({ ...app, unsupportedCalls: [] }, { entry: "heavy:app" });
+    expect(plan.errors).toEqual({});
+    expect(plan.deployments[0]!.config).toMatchObject({
+      resources: { gpus: 0.5 },
+      environment: { kind: "pip", requirements: ["torch==2.1.0", "transformers"] },
+    });
+    expect(plan.warnings[0]).toContain("inspected without not_installed_torch, not_installed_transformers");
+  });
+
   it("reports unsupported Ray APIs by name, with where they are used", async () => {
     const err = await refusal(inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "calls:app" }));
     expect(err.message).toContain("serve.multiplexed is not supported");
@@ -124,7 +137,7 @@ describe("inspectRayServeApp", () => {
   it("reports import failures with the traceback, and entries that are not applications", async () => {
     const broken = await refusal(inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "broken:app" }));
     expect(broken.details).toMatchObject({ reason: "IMPORT_FAILED" });
-    expect(broken.message).toContain("No module named 'definitely_not_installed'");
+    expect(broken.message).toContain("KeyError: 'b'");
     expect((broken.details as { traceback: string }).traceback).toContain("broken.py");
     const notApp = await refusal(
       inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "legacy:serve" }),

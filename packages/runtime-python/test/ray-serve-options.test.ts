@@ -237,6 +237,7 @@ describe("planRayServeApplication", () => {
           info("Ingress", { user_config: { a: 1 } }, { http: "call", handles: ["Model"] }),
         ],
         unsupportedCalls: [],
+        stubbedModules: [],
       },
       { entry: ENTRY },
     );
@@ -271,6 +272,7 @@ describe("planRayServeApplication", () => {
           info("B", { placement_group_strategy: "PACK" }),
         ],
         unsupportedCalls: [{ call: "serve.multiplexed", file: "app.py", line: 12 }],
+        stubbedModules: [],
       },
       { entry: ENTRY },
     );
@@ -284,7 +286,12 @@ describe("planRayServeApplication", () => {
 
   it("refuses two Ray names that become the same Tessera name", () => {
     const plan = planRayServeApplication(
-      { ingress: "model_a", deployments: [info("ModelA", {}), info("model_a", {})], unsupportedCalls: [] },
+      {
+        ingress: "model_a",
+        deployments: [info("ModelA", {}), info("model_a", {})],
+        unsupportedCalls: [],
+        stubbedModules: [],
+      },
       { entry: ENTRY },
     );
     expect(plan.errors["deployments.model_a"]).toContain("model-a");

@@ -69,6 +69,11 @@ async function planFromCode(
     return planRayServeApplication(app, { entry, environment });
   } catch (err) {
     if (!(err instanceof RayServeInspectError)) throw err;
+    if ((err.details as { reason?: string }).reason === "INSPECTOR_UNAVAILABLE")
+      throw apiError(
+        "ENV_UNSUPPORTED",
+        `Ray Serve deploys are not available on this platform: ${err.message} (set ${RAY_INSPECT_PYTHON_ENV})`,
+      );
     const details = err.details as {
       reason: string;
       unsupportedCalls?: { call: string; file: string; line: number }[];

@@ -19,6 +19,7 @@ from . import __all__ as SERVE_EXPORTS
 from .api import INGRESS_ATTR, Application
 from .errors import RayServeCompatError
 from .graph import ingress_kind, resolve_entry, walk
+from .stubs import StubFinder
 
 # Exported for old code but unsupported when called (they raise): reported as unsupported.
 _SERVE_REFUSED = {"status", "delete", "get_deployment", "list_deployments"}
@@ -137,10 +138,9 @@ def inspect_entry(entry: str, code_dir: str) -> Dict[str, Any]:
     calls = unsupported_calls(code_dir)
     if code_dir not in sys.path:
         sys.path.insert(0, code_dir)
+    stubs = StubFinder()
     try:
-        import importlib
-
-        module = importlib.import_module(module_name)
+        module = _import_with_stubs(module_name, code_dir, stubs)
     except RayServeCompatError as e:
         return _error("UNSUPPORTED", str(e), calls=calls)
     except BaseException as e:  # the tenant's module may raise anything, SystemExit included
@@ -161,7 +161,39 @@ def inspect_entry(entry: str, code_dir: str) -> Dict[str, Any]:
     if ingress_kind(ingress.deployment.func_or_class) == "none":
         deployments[-1]["problems"].append(
             "the ingress deployment %s answers no HTTP: give it @serve.ingress(app) or __call__(self, request)" % ingress.deployment.name)
-    return {"ok": True, "ingress": root.deployment.name, "deployments": deployments, "unsupportedCalls": calls}
+    return {"ok": True, "ingress": root.deployment.name, "deployments": deployments, "unsupportedCalls": calls,
+            "stubbedModules": sorted(stubs.roots)}
+
+
+MAX_STUBBED = 50
+
+
+def _import_with_stubs(module_name: str, code_dir: str, stubs: StubFinder) -> Any:
+    """Imports the entry module; each third-party module this python lacks is replaced by a stub
+    and the import retried (the tenant's own modules must all be there)."""
+    import importlib
+
+    root = os.path.realpath(code_dir)
+    while True:
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            missing = (e.name or "").split(".", 1)[0]
+            if (not missing or missing in stubs.roots or missing in ("ray", "tessera") or len(stubs.roots) >= MAX_STUBBED
+                    or _in_code_dir(missing, root)):
+                raise
+            stubs.roots.add(missing)
+            stubs.install()
+            # Forget the half-imported tenant modules, so the retry runs them again from the top.
+            for name, mod in list(sys.modules.items()):
+                f = getattr(mod, "__file__", None)
+                if f and os.path.realpath(f).startswith(root + os.sep):
+                    del sys.modules[name]
+            sys.modules.pop(module_name, None)
+
+
+def _in_code_dir(name: str, root: str) -> bool:
+    return os.path.exists(os.path.join(root, name + ".py")) or os.path.isdir(os.path.join(root, name))
 
 
 def _error(code: str, message: str, tb: Optional[str] = None, calls: Optional[list] = None) -> Dict[str, Any]:
