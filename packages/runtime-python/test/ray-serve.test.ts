@@ -1,4 +1,6 @@
 import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runtimeEnv } from "@tessera/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -221,6 +223,20 @@ describe("ray serve: plain __call__ and function deployments", () => {
   it("serves a function deployment", async () => {
     const r = await start(FIXTURES, "ray_apps:function_app");
     expect((await send(r.url, "/?name=fn")).json()).toEqual({ hello: "fn" });
+  });
+
+  it("drains on SIGTERM, then runs the deployment's __del__", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ray-cleanup-"));
+    const marker = join(dir, "cleaned");
+    try {
+      const r = await start(FIXTURES, "ray_apps:cleaner", { path: marker });
+      expect((await send(r.url, "/")).text).toBe("ok");
+      r.proc.kill("SIGTERM");
+      expect(await r.exited).toBe(0);
+      expect(readFileSync(marker, "utf8")).toBe("deleted\n");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("refuses to start on an unsupported option, naming it", async () => {

@@ -702,6 +702,8 @@ async def main_async(settings: Settings, log: Log) -> int:
         server.close()
         return 1
     await replica.stopped.wait()
+    if replica.ray is not None:
+        await replica.ray.shutdown()
     server.close()
     replica.pool.shutdown(wait=False)
     log.info("stopped", total=replica.total)

@@ -19,6 +19,7 @@ import contextvars
 import functools
 import inspect
 import json
+import sys
 import urllib.error
 import urllib.request
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -120,6 +121,22 @@ class RayReplica:
         if kind == "call":
             return _CallIngress(instance, self.pool)
         return None
+
+    async def shutdown(self, timeout_s: float = 10.0) -> None:
+        """After draining: the app's lifespan shutdown, then each deployment's ``__del__`` (Ray's
+        cleanup hook; the runtime exits without garbage collection)."""
+        if self.lifespan is not None:
+            await self.lifespan.shutdown(timeout_s)
+        for name, instance in reversed(list(self.instances.items())):
+            cleanup = getattr(type(instance), "__del__", None)
+            if cleanup is None:
+                continue
+            try:
+                result = await self.loop.run_in_executor(self.pool, cleanup, instance)
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(_await(result), timeout_s)
+            except Exception as e:
+                sys.stderr.write("deployment %s: __del__ failed: %s: %s\n" % (name, type(e).__name__, e))
 
     # ---- health ------------------------------------------------------------------------------
 
