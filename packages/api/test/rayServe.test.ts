@@ -176,6 +176,45 @@ describe("rayServe.deploy", () => {
     ]);
   });
 
+  it("labels plain deploys too (deployments.deploy takes a label)", async () => {
+    const out = await u.api.deployments.deploy({
+      orgId,
+      applicationId,
+      name: "plain",
+      config: { runtime: "python", entry: "graph:app" },
+      code: composition,
+      prevVersion: 0,
+      label: "  git-3f2a9c  ",
+    });
+    expect(out.revision.label).toBe("git-3f2a9c");
+    const blank = await failure(
+      u.api.deployments.deploy({
+        orgId,
+        applicationId,
+        name: "plain",
+        config: { runtime: "python", entry: "graph:app" },
+        code: composition,
+        prevVersion: 1,
+        label: " ",
+      }),
+    );
+    expect(blank.code).toBe("VALIDATION_FAILED");
+  });
+
+  it("warns about deployments of the application that the Ray application no longer has", async () => {
+    const prev = await versions(applicationId);
+    const out = await u.api.rayServe.deploy({
+      orgId,
+      applicationId,
+      entry: "graph:app",
+      code: composition,
+      prevVersions: prev,
+    });
+    expect(out.warnings).toContain(
+      "deployment plain of this application is not part of the Ray application (left running)",
+    );
+  });
+
   it("refuses unsupported Ray APIs, unknown options and over-quota resources, naming them", async () => {
     const before = await env.db.select().from(revisions);
     const refusal = (body: string) =>

@@ -45,6 +45,7 @@ export const revisionSummary = {
 
 const deploymentId = z.object({ deploymentId: z.uuid() });
 const prevVersion = z.number().int("must be an integer").min(0, "must be >= 0");
+export const revisionLabel = z.string().trim().min(1).max(100);
 const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 
 export type ScalingState = { scaling: Record<string, unknown>; targetReplicas: number };
@@ -293,7 +294,15 @@ export const deploymentsRouter = router({
    */
   deploy: orgProcedure("admin")
     .input(
-      z.object({ applicationId: z.uuid(), name: slug, config: z.unknown(), code: z.unknown(), prevVersion }),
+      z.object({
+        applicationId: z.uuid(),
+        name: slug,
+        config: z.unknown(),
+        code: z.unknown(),
+        prevVersion,
+        /** A name for the new revision (a git sha, "v2"): shown in revision lists, not unique. */
+        label: revisionLabel.optional(),
+      }),
     )
     .mutation(async ({ ctx, input }) => {
       const app = await findApplication(ctx.db, ctx.org.id, input.applicationId);
@@ -344,6 +353,7 @@ export const deploymentsRouter = router({
             envHash,
             createdBy: ctx.userId,
             scaling,
+            label: input.label,
           });
           return { ...out, created };
         });

@@ -21,6 +21,7 @@ import {
   findApplication,
   quotaErrors,
   redeployScaling,
+  revisionLabel,
   scalingOf,
   type Tx,
   throwIfAny,
@@ -38,7 +39,7 @@ const deployInput = z.object({
   /** Per Tessera deployment name: the version the caller last saw (0 or absent for a new one). */
   prevVersions: z.record(z.string(), z.number().int().min(0)).default({}),
   /** Label of every revision this deploy creates; defaults to each deployment's Ray `version`. */
-  label: z.string().trim().min(1).max(100).optional(),
+  label: revisionLabel.optional(),
   /** Replaces every deployment's runtime_env (e.g. one environment holding fastapi and pandas). */
   environment: environmentSpec.optional(),
 });
