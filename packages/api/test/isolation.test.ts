@@ -170,6 +170,22 @@ const fixtures: Record<string, (w: World) => Case[]> = {
     { input: { orgId: B.orgId, deploymentId: B.deploymentId, numReplicas: 0 } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId, numReplicas: 0 } },
   ],
+  "rayServe.deploy": ({ A, B }) => {
+    const ray = {
+      entry: "app:app",
+      code: {
+        files: {
+          "app.py":
+            "from ray import serve\n\n@serve.deployment\nclass Echo:\n    def __call__(self, request):\n        return 'x'\n\napp = Echo.bind()\n",
+        },
+      },
+      prevVersions: { echo: B.version },
+    };
+    return [
+      { input: { orgId: B.orgId, applicationId: B.applicationId, ...ray } },
+      { input: { orgId: A.orgId, applicationId: B.applicationId, ...ray } },
+    ];
+  },
   "deployments.rollback": ({ A, B }) => [
     {
       input: {

@@ -155,11 +155,7 @@ export const clusters = pgTable(
     createdAt: createdAt(),
     deletedAt: ts("deleted_at"),
   },
-  (t) => [
-    uniqueIndex("clusters_org_name_uq")
-      .on(t.orgId, t.name)
-      .where(sql`deleted_at is null`),
-  ],
+  (t) => [uniqueIndex("clusters_org_name_uq").on(t.orgId, t.name).where(sql`deleted_at is null`)],
 );
 
 export const applications = pgTable(
@@ -178,14 +174,18 @@ export const applications = pgTable(
     createdAt: createdAt(),
     deletedAt: ts("deleted_at"),
   },
-  (t) => [
-    uniqueIndex("applications_org_name_uq")
-      .on(t.orgId, t.name)
-      .where(sql`deleted_at is null`),
-  ],
+  (t) => [uniqueIndex("applications_org_name_uq").on(t.orgId, t.name).where(sql`deleted_at is null`)],
 );
 
-export type DeploymentState = "pending" | "deploying" | "ready" | "degraded" | "failed" | "parked" | "deleting" | "deleted";
+export type DeploymentState =
+  | "pending"
+  | "deploying"
+  | "ready"
+  | "degraded"
+  | "failed"
+  | "parked"
+  | "deleting"
+  | "deleted";
 
 export const deployments = pgTable(
   "deployments",
@@ -224,14 +224,19 @@ export const deployments = pgTable(
     deletedAt: ts("deleted_at"),
   },
   (t) => [
-    uniqueIndex("deployments_app_name_uq")
-      .on(t.applicationId, t.name)
-      .where(sql`deleted_at is null`),
+    uniqueIndex("deployments_app_name_uq").on(t.applicationId, t.name).where(sql`deleted_at is null`),
     index("deployments_org_idx").on(t.orgId),
   ],
 );
 
-export type RevisionState = "pending" | "building" | "starting" | "live" | "failed" | "superseded" | "rolled_back";
+export type RevisionState =
+  | "pending"
+  | "building"
+  | "starting"
+  | "live"
+  | "failed"
+  | "superseded"
+  | "rolled_back";
 
 export const revisions = pgTable(
   "revisions",
@@ -250,6 +255,8 @@ export const revisions = pgTable(
     /** CodeBundle `{files, encoding}`. */
     code: jsonb("code").$type<{ files: Record<string, string>; encoding: "utf8" | "base64" }>().notNull(),
     envHash: text("env_hash").notNull(),
+    /** Free-form name of this revision (e.g. Ray Serve's `version="v2"`, a git sha); not unique. */
+    label: text("label"),
     state: text("state").$type<RevisionState>().notNull().default("pending"),
     failureReason: text("failure_reason"),
     createdBy: uuid("created_by").references(() => users.id, { onDelete: "set null" }),
@@ -412,7 +419,10 @@ export const usageEvents = pgTable(
     at: ts("at").notNull(),
     meta: jsonb("meta").$type<Record<string, unknown>>(),
   },
-  (t) => [index("usage_events_org_at_idx").on(t.orgId, t.at), index("usage_events_deployment_at_idx").on(t.deploymentId, t.at)],
+  (t) => [
+    index("usage_events_org_at_idx").on(t.orgId, t.at),
+    index("usage_events_deployment_at_idx").on(t.deploymentId, t.at),
+  ],
 );
 
 export const auditLog = pgTable(
@@ -429,4 +439,3 @@ export const auditLog = pgTable(
   },
   (t) => [index("audit_log_org_idx").on(t.orgId, t.at)],
 );
-
