@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { replicaHandleEnv } from "@tessera/core";
+import { replicaHandleEnv, runtimeEnv } from "@tessera/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { HandleIngress, type IngressApplication } from "./handle-ingress.js";
 import {
@@ -28,6 +28,31 @@ export interface CompositionRuntime {
     cls: CompositionClass,
     opts: { userConfig: Record<string, unknown>; env: Record<string, string> },
   ): Promise<ReplicaLaunch>;
+}
+
+/** The contract environment of one fixture replica, its handle variables included. */
+export function compositionEnv(
+  cls: CompositionClass,
+  codeDir: string,
+  entry: string,
+  opts: { userConfig: Record<string, unknown>; env: Record<string, string> },
+): Record<string, string> {
+  return {
+    ...runtimeEnv({
+      port: 0,
+      codeDir,
+      entry,
+      userConfig: opts.userConfig,
+      deployment: cls.toLowerCase(),
+      revision: "rev-1",
+      replica: `${cls.toLowerCase()}-1`,
+      application: "shop",
+      maxBodyBytes: 1024 * 1024,
+      exposeTracebacks: false,
+      drainTimeoutS: 5,
+    }),
+    ...opts.env,
+  };
 }
 
 const SECRET = "handle-secret-for-tests";

@@ -60,7 +60,7 @@ export class HandleIngress {
       if (!app || app.orgId !== scope.orgId || app.applicationId !== scope.applicationId)
         return fail("FORBIDDEN", "the handle token does not grant this application");
       const target = deployment ? app.deployments[deployment] : undefined;
-      if (!target) return fail("NOT_FOUND", `no deployment ${deployment} in ${appName}`);
+      if (!deployment || !target) return fail("NOT_FOUND", `no deployment ${deployment} in ${appName}`);
       const requestId = (req.headers[REQUEST_ID_HEADER] as string | undefined) || randomUUID();
       this.proxy(req, res, `${target}/${rest.join("/")}${url.search}`, requestId, (status) =>
         this.hits.push({ deployment, path: `/${rest.join("/")}`, requestId, status }),
