@@ -101,6 +101,10 @@ export class HandleIngress {
     req.pipe(upstream);
   }
 
+  addApplication(app: IngressApplication): void {
+    this.apps.push(app);
+  }
+
   handleUrl(orgSlug: string, appName: string): string {
     return `${this.url}${HANDLE_PATH_PREFIX}${orgSlug}/${appName}`;
   }
