@@ -10,6 +10,7 @@ import { invitationsRouter } from "./routers/invitations.js";
 import { environmentsRouter, jobsRouter } from "./routers/jobs.js";
 import { membersRouter } from "./routers/members.js";
 import { orgsRouter } from "./routers/orgs.js";
+import { trafficRouter } from "./routers/traffic.js";
 import { createCallerFactory, router } from "./trpc.js";
 
 export const appRouter = router({
@@ -21,6 +22,7 @@ export const appRouter = router({
   clusters: clustersRouter,
   applications: applicationsRouter,
   deployments: deploymentsRouter,
+  traffic: trafficRouter,
   jobs: jobsRouter,
   environments: environmentsRouter,
   admin: adminRouter,

@@ -26,7 +26,7 @@ import { z } from "zod";
 import { apiError, issueFieldErrors, isUniqueViolation } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
 
-type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
+export type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
 
 /** Revision columns without the code bundle, which can be megabytes. */
 export const revisionSummary = {
@@ -68,7 +68,10 @@ function redeployScaling(c: DeploymentConfig, currentTarget: number): ScalingSta
 }
 
 /** Validate config and code together so the caller sees every field error in one round trip. */
-function parseDeployInput(config: unknown, code: unknown): { config: DeploymentConfig; code: CodeBundle } {
+export function parseDeployInput(
+  config: unknown,
+  code: unknown,
+): { config: DeploymentConfig; code: CodeBundle } {
   const c = deploymentConfig.safeParse(config);
   const b = codeBundle.safeParse(code);
   if (c.success && b.success) return { config: c.data, code: b.data };
@@ -91,7 +94,7 @@ type Quota = { cpus: number; memoryMb: number; gpus: number; maxReplicas: number
  * One replica must fit the cluster's quota and the replica count may not exceed its maximum;
  * reported as field errors on the offending config fields (`prefix` roots the paths).
  */
-function quotaErrors(
+export function quotaErrors(
   c: {
     resources?: DeploymentConfig["resources"];
     numReplicas?: number;
@@ -117,19 +120,19 @@ function quotaErrors(
   return errors;
 }
 
-function throwIfAny(errors: Record<string, string>, what: string): void {
+export function throwIfAny(errors: Record<string, string>, what: string): void {
   const [first] = Object.entries(errors);
   if (first)
     throw apiError("VALIDATION_FAILED", `${what}: ${first[0]}: ${first[1]}`, { fieldErrors: errors });
 }
 
-async function clusterQuota(db: Pick<Database, "select">, clusterId: string): Promise<Quota> {
+export async function clusterQuota(db: Pick<Database, "select">, clusterId: string): Promise<Quota> {
   const [c] = await db.select({ quota: clusters.quota }).from(clusters).where(eq(clusters.id, clusterId));
   if (!c) throw apiError("NOT_FOUND", "cluster not found");
   return c.quota;
 }
 
-async function ensureEnvironment(db: Database, config: DeploymentConfig): Promise<string> {
+export async function ensureEnvironment(db: Database, config: DeploymentConfig): Promise<string> {
   const hash = environmentHash(config.runtime, config.environment);
   await db
     .insert(environments)
@@ -175,6 +178,8 @@ async function commitRevision(
       desiredRevisionId: revisionId,
       state: "deploying",
       stateReason: null,
+      // A new rollout supersedes a running canary (see the traffic router).
+      traffic: null,
       updatedAt: now,
       ...(opts.scaling ?? {}),
     })
@@ -203,7 +208,7 @@ async function commitRevision(
   return { deployment: updated, revision: revision! };
 }
 
-function versionConflict(current: number, prev: number) {
+export function versionConflict(current: number, prev: number) {
   return apiError(
     "CONFLICT",
     `the deployment is at version ${current}, not ${prev}: someone else deployed; reload and retry`,
@@ -211,7 +216,7 @@ function versionConflict(current: number, prev: number) {
   );
 }
 
-async function lockDeployment(tx: Tx, orgId: string, id: string) {
+export async function lockDeployment(tx: Tx, orgId: string, id: string) {
   const [dep] = await tx
     .select()
     .from(deployments)
@@ -221,7 +226,19 @@ async function lockDeployment(tx: Tx, orgId: string, id: string) {
   return dep;
 }
 
-async function findDeployment(db: Database, orgId: string, id: string) {
+/** Summaries of the given revisions of one org (nulls skipped), by id. */
+export async function revisionsById(db: Database, orgId: string, ids: (string | null | undefined)[]) {
+  const wanted = ids.filter((x): x is string => !!x);
+  const revs = wanted.length
+    ? await db
+        .select(revisionSummary)
+        .from(revisions)
+        .where(and(inArray(revisions.id, wanted), eq(revisions.orgId, orgId)))
+    : [];
+  return new Map(revs.map((r) => [r.id, r]));
+}
+
+export async function findDeployment(db: Database, orgId: string, id: string) {
   const [dep] = await db
     .select()
     .from(deployments)
@@ -251,14 +268,7 @@ export const deploymentsRouter = router({
     .input(deploymentId)
     .query(async ({ ctx, input }) => {
       const dep = await findDeployment(ctx.db, ctx.org.id, input.deploymentId);
-      const ids = [dep.liveRevisionId, dep.desiredRevisionId].filter((x): x is string => !!x);
-      const revs = ids.length
-        ? await ctx.db
-            .select(revisionSummary)
-            .from(revisions)
-            .where(and(inArray(revisions.id, ids), eq(revisions.orgId, ctx.org.id)))
-        : [];
-      const byId = new Map(revs.map((r) => [r.id, r]));
+      const byId = await revisionsById(ctx.db, ctx.org.id, [dep.liveRevisionId, dep.desiredRevisionId]);
       return {
         ...dep,
         liveRevision: dep.liveRevisionId ? (byId.get(dep.liveRevisionId) ?? null) : null,
