@@ -11,6 +11,7 @@ import { environmentsRouter, jobsRouter } from "./routers/jobs.js";
 import { membersRouter } from "./routers/members.js";
 import { orgsRouter } from "./routers/orgs.js";
 import { rayServeRouter } from "./routers/rayServe.js";
+import { trafficRouter } from "./routers/traffic.js";
 import { createCallerFactory, router } from "./trpc.js";
 
 export const appRouter = router({
@@ -23,6 +24,7 @@ export const appRouter = router({
   applications: applicationsRouter,
   deployments: deploymentsRouter,
   rayServe: rayServeRouter,
+  traffic: trafficRouter,
   jobs: jobsRouter,
   environments: environmentsRouter,
   admin: adminRouter,

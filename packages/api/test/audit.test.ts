@@ -1,5 +1,5 @@
-import { auditLog } from "@tessera/db";
-import { asc } from "drizzle-orm";
+import { auditLog, deployments } from "@tessera/db";
+import { asc, eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appRouter } from "../src/index.js";
 import { createTestEnv, failure, sampleCode, sampleConfig, type TestEnv } from "./helpers.js";
@@ -91,6 +91,30 @@ describe("audit log", () => {
     did("deployments.rollback", orgId, o.id, deploymentId);
     await o.api.deployments.updateScaling({ orgId, deploymentId, numReplicas: 1 });
     did("deployments.updateScaling", orgId, o.id, deploymentId);
+
+    // The controller settles the rollout; then a canary is started, shifted, aborted, promoted.
+    await env.db
+      .update(deployments)
+      .set({ liveRevisionId: sql`${deployments.desiredRevisionId}` })
+      .where(eq(deployments.id, deploymentId));
+    const canary = {
+      orgId,
+      deploymentId,
+      config: sampleConfig,
+      code: sampleCode,
+      prevVersion: 3,
+      percent: 10,
+    };
+    await o.api.traffic.deployCanary(canary);
+    did("traffic.deployCanary", orgId, o.id, deploymentId);
+    await o.api.traffic.setWeight({ orgId, deploymentId, percent: 25 });
+    did("traffic.setWeight", orgId, o.id, deploymentId);
+    await o.api.traffic.abort({ orgId, deploymentId });
+    did("traffic.abort", orgId, o.id, deploymentId);
+    await o.api.traffic.deployCanary(canary);
+    did("traffic.deployCanary", orgId, o.id, deploymentId);
+    await o.api.traffic.promote({ orgId, deploymentId, prevVersion: 3 });
+    did("traffic.promote", orgId, o.id, deploymentId);
     await o.api.deployments.delete({ orgId, deploymentId });
     did("deployments.delete", orgId, o.id, deploymentId);
     await o.api.applications.delete({ orgId, applicationId: app.id });

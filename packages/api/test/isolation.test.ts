@@ -222,6 +222,33 @@ const fixtures: Record<string, (w: World) => Case[]> = {
     { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
   ],
+  "traffic.get": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
+  "traffic.deployCanary": ({ A, B }) =>
+    [B.orgId, A.orgId].map((orgId) => ({
+      input: {
+        orgId,
+        deploymentId: B.deploymentId,
+        config: sampleConfig,
+        code: sampleCode,
+        prevVersion: B.version,
+        percent: 50,
+      },
+    })),
+  "traffic.setWeight": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId, percent: 100 } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId, percent: 100 } },
+  ],
+  "traffic.promote": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId, prevVersion: B.version } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId, prevVersion: B.version } },
+  ],
+  "traffic.abort": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
   "deployments.logs": ({ A, B }) => [
     { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId } },

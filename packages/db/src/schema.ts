@@ -217,6 +217,11 @@ export const deployments = pgTable(
     scaling: jsonb("scaling").$type<Record<string, unknown>>().notNull().default({}),
     /** Replicas the controller should run now (set by deploys, the operator API and the autoscaler). */
     targetReplicas: integer("target_replicas").notNull().default(1),
+    /**
+     * Canary traffic split `{canaryRevisionId, canaryPercent, startedAt}` (see `trafficSplit` in
+     * @tessera/core), null when the live revision takes all traffic.
+     */
+    traffic: jsonb("traffic").$type<{ canaryRevisionId: string; canaryPercent: number; startedAt: string }>(),
     state: text("state").$type<DeploymentState>().notNull().default("pending"),
     stateReason: text("state_reason"),
     createdAt: createdAt(),

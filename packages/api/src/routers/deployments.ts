@@ -70,7 +70,10 @@ export function redeployScaling(c: DeploymentConfig, currentTarget: number): Sca
 }
 
 /** Validate config and code together so the caller sees every field error in one round trip. */
-function parseDeployInput(config: unknown, code: unknown): { config: DeploymentConfig; code: CodeBundle } {
+export function parseDeployInput(
+  config: unknown,
+  code: unknown,
+): { config: DeploymentConfig; code: CodeBundle } {
   const c = deploymentConfig.safeParse(config);
   const b = codeBundle.safeParse(code);
   if (c.success && b.success) return { config: c.data, code: b.data };
@@ -180,6 +183,8 @@ export async function commitRevision(
       desiredRevisionId: revisionId,
       state: "deploying",
       stateReason: null,
+      // A new rollout supersedes a running canary (see the traffic router).
+      traffic: null,
       updatedAt: now,
       ...(opts.scaling ?? {}),
     })
@@ -222,7 +227,7 @@ export function versionConflict(
   );
 }
 
-async function lockDeployment(tx: Tx, orgId: string, id: string) {
+export async function lockDeployment(tx: Tx, orgId: string, id: string) {
   const [dep] = await tx
     .select()
     .from(deployments)
@@ -242,7 +247,19 @@ export async function findApplication(db: Database, orgId: string, id: string) {
   return app;
 }
 
-async function findDeployment(db: Database, orgId: string, id: string) {
+/** Summaries of the given revisions of one org (nulls skipped), by id. */
+export async function revisionsById(db: Database, orgId: string, ids: (string | null | undefined)[]) {
+  const wanted = ids.filter((x): x is string => !!x);
+  const revs = wanted.length
+    ? await db
+        .select(revisionSummary)
+        .from(revisions)
+        .where(and(inArray(revisions.id, wanted), eq(revisions.orgId, orgId)))
+    : [];
+  return new Map(revs.map((r) => [r.id, r]));
+}
+
+export async function findDeployment(db: Database, orgId: string, id: string) {
   const [dep] = await db
     .select()
     .from(deployments)
@@ -272,14 +289,7 @@ export const deploymentsRouter = router({
     .input(deploymentId)
     .query(async ({ ctx, input }) => {
       const dep = await findDeployment(ctx.db, ctx.org.id, input.deploymentId);
-      const ids = [dep.liveRevisionId, dep.desiredRevisionId].filter((x): x is string => !!x);
-      const revs = ids.length
-        ? await ctx.db
-            .select(revisionSummary)
-            .from(revisions)
-            .where(and(inArray(revisions.id, ids), eq(revisions.orgId, ctx.org.id)))
-        : [];
-      const byId = new Map(revs.map((r) => [r.id, r]));
+      const byId = await revisionsById(ctx.db, ctx.org.id, [dep.liveRevisionId, dep.desiredRevisionId]);
       return {
         ...dep,
         liveRevision: dep.liveRevisionId ? (byId.get(dep.liveRevisionId) ?? null) : null,
