@@ -6,3 +6,4 @@ export * from "./handle-tokens.js";
 export * from "./jobs.js";
 export * from "./redis-keys.js";
 export * from "./runtime-contract.js";
+export * from "./usage.js";

@@ -1,0 +1,2 @@
+export * from "./metering.js";
+export * from "./plans.js";
