@@ -3,6 +3,7 @@ CREATE TABLE "billing_accounts" (
 	"stripe_customer_id" text,
 	"stripe_subscription_id" text,
 	"subscription_status" text DEFAULT 'none' NOT NULL,
+	"paid_since" timestamp with time zone,
 	"payment_failed" boolean DEFAULT false NOT NULL,
 	"payment_failed_at" timestamp with time zone,
 	"last_event_at" timestamp with time zone,

@@ -1,2 +1,3 @@
 export * from "./metering.js";
 export * from "./plans.js";
+export * from "./stripe.js";

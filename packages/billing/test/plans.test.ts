@@ -89,14 +89,12 @@ describe("free-tier limits on deploys", () => {
       { deploymentId: a.deployment.id, resources: cpu1, replicas: 1 },
       now,
     );
-    await tdb.db
-      .insert(usageHourly)
-      .values({
-        orgId: a.org.id,
-        deploymentId: a.deployment.id,
-        hour: new Date("2026-05-19T00:00:00Z"),
-        requests: 40_000,
-      });
+    await tdb.db.insert(usageHourly).values({
+      orgId: a.org.id,
+      deploymentId: a.deployment.id,
+      hour: new Date("2026-05-19T00:00:00Z"),
+      requests: 40_000,
+    });
     const e = await refusal(
       checkDeployAllowed(
         tdb.db,

@@ -510,6 +510,8 @@ export const billingAccounts = pgTable("billing_accounts", {
   stripeCustomerId: text("stripe_customer_id").unique(),
   stripeSubscriptionId: text("stripe_subscription_id"),
   subscriptionStatus: text("subscription_status").$type<BillingStatus>().notNull().default("none"),
+  /** Start of the current paid subscription: only usage from then on is reported to Stripe. */
+  paidSince: ts("paid_since"),
   /** An invoice payment failed and no later one succeeded: deploys are refused, serving is limited per plan. */
   paymentFailed: boolean("payment_failed").notNull().default(false),
   paymentFailedAt: ts("payment_failed_at"),
