@@ -215,11 +215,45 @@ export async function checkDeployAllowed(
     );
 }
 
+/** `checkDeployAllowed` for a scaling change of an existing deployment (resources from its desired revision). */
+export async function checkScaleAllowed(
+  db: Database,
+  orgId: string,
+  deploymentId: string,
+  replicas: number,
+  now = new Date(),
+) {
+  const [dep] = await db
+    .select({ config: revisions.config, target: deployments.targetReplicas, scaling: deployments.scaling })
+    .from(deployments)
+    .innerJoin(revisions, eq(revisions.id, deployments.desiredRevisionId))
+    .where(and(eq(deployments.id, deploymentId), eq(deployments.orgId, orgId)));
+  // Nothing deployed yet: no footprint to grow. Shrinking is always allowed, even over the plan.
+  if (!dep || replicas <= mostReplicas(dep.target, dep.scaling)) return;
+  const r = (dep.config as { resources?: Partial<DeployRequest["resources"]> }).resources ?? {};
+  await checkDeployAllowed(
+    db,
+    orgId,
+    {
+      deploymentId,
+      replicas,
+      resources: { cpus: r.cpus ?? 1, gpus: r.gpus ?? 0, memoryMb: r.memoryMb ?? 512 },
+    },
+    now,
+  );
+}
+
+/** Replicas a deployment may run: its target, or its autoscaling maximum when higher. */
+function mostReplicas(target: number, scaling: Record<string, unknown>): number {
+  const max = (scaling.autoscaling as { maxReplicas?: number } | undefined)?.maxReplicas ?? 0;
+  return Math.max(target, max);
+}
+
 const round = (n: number) => Math.round(n * 1000) / 1000;
 
 async function footprint(db: Database, orgId: string, exceptDeploymentId: string | null): Promise<Footprint> {
   const rows = await db
-    .select({ target: deployments.targetReplicas, config: revisions.config })
+    .select({ target: deployments.targetReplicas, scaling: deployments.scaling, config: revisions.config })
     .from(deployments)
     .innerJoin(revisions, eq(revisions.id, deployments.desiredRevisionId))
     .where(
@@ -231,11 +265,8 @@ async function footprint(db: Database, orgId: string, exceptDeploymentId: string
     );
   const out: Footprint = { replicas: 0, cpus: 0, gpus: 0, deployments: rows.length };
   for (const r of rows) {
-    const c = r.config as {
-      resources?: { cpus?: number; gpus?: number };
-      autoscaling?: { maxReplicas?: number };
-    };
-    const n = Math.max(r.target, c.autoscaling?.maxReplicas ?? 0);
+    const c = r.config as { resources?: { cpus?: number; gpus?: number } };
+    const n = mostReplicas(r.target, r.scaling);
     out.replicas += n;
     out.cpus += n * (c.resources?.cpus ?? 1);
     out.gpus += n * (c.resources?.gpus ?? 0);

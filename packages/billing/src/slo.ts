@@ -1,5 +1,5 @@
 import { type Database, deployments, uptimeIncidents, uptimeProbes, usageHourly } from "@tessera/db";
-import { and, desc, eq, gte, inArray, isNull, lt, or, sql } from "drizzle-orm";
+import { and, desc, eq, gte, isNull, lt, or, sql } from "drizzle-orm";
 import { HOUR_MS, histogramPercentile, hourOf, mergeHistograms } from "./metering.js";
 
 export const SLO_WINDOWS = { "24h": 24 * HOUR_MS, "30d": 30 * 24 * HOUR_MS } as const;
@@ -169,18 +169,4 @@ export async function orgSloSummary(db: Database, orgId: string, window: SloWind
     });
   }
   return out;
-}
-
-/** Open incidents across the given deployments (null: all), newest first. */
-export async function openIncidents(db: Database, deploymentIds: string[] | null) {
-  return db
-    .select()
-    .from(uptimeIncidents)
-    .where(
-      and(
-        isNull(uptimeIncidents.closedAt),
-        deploymentIds ? inArray(uptimeIncidents.deploymentId, deploymentIds) : undefined,
-      ),
-    )
-    .orderBy(desc(uptimeIncidents.openedAt));
 }

@@ -4,6 +4,7 @@ import { createTestDatabase, type TestDatabase } from "@tessera/db/testing";
 import { eq } from "drizzle-orm";
 import Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FakeStripe } from "../src/fake-stripe.js";
 import {
   checkDeployAllowed,
   HOUR_MS,
@@ -13,7 +14,6 @@ import {
   type StripeSettings,
   stripeSettingsFromEnv,
 } from "../src/index.js";
-import { FakeStripe } from "./fake-stripe.js";
 import { seedOrg } from "./fixtures.js";
 
 let tdb: TestDatabase;

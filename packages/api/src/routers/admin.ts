@@ -1,8 +1,10 @@
+import { platformOverview, usageByDay } from "@tessera/billing";
 import { applications, clusters, deployments, memberships, organisations, users } from "@tessera/db";
 import { and, count, desc, eq, ilike, isNull, or, type SQL } from "drizzle-orm";
 import { z } from "zod";
 import { adminProcedure, router } from "../trpc.js";
 import { clusterColumns } from "./clusters.js";
+import { resolveRange, usageRange } from "./usage.js";
 
 const page = z.object({
   search: z.string().trim().max(200).optional(),
@@ -116,4 +118,27 @@ export const adminRouter = router({
       .limit(p.limit)
       .offset(p.offset);
   }),
+
+  /** Platform monitoring: request and error rates per org, replicas by state, busiest deployments, failed jobs and builds. */
+  overview: adminProcedure
+    .input(
+      z
+        .object({
+          windowHours: z
+            .number()
+            .int()
+            .min(1)
+            .max(24 * 31)
+            .default(24),
+        })
+        .optional(),
+    )
+    .query(({ ctx, input }) => platformOverview(ctx.db, new Date(), (input?.windowHours ?? 24) * 3_600_000)),
+
+  /** Usage per day and deployment across every organisation (or one). */
+  usageByDay: adminProcedure
+    .input(usageRange.extend({ orgId: z.uuid().optional() }).optional())
+    .query(({ ctx, input }) =>
+      usageByDay(ctx.db, { orgId: input?.orgId ?? null, ...resolveRange(input ?? {}) }),
+    ),
 });
