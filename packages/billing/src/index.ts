@@ -1,3 +1,4 @@
+export * from "./admission.js";
 export * from "./jobs.js";
 export * from "./metering.js";
 export * from "./plans.js";
