@@ -1,7 +1,9 @@
+import { redisKeys } from "@tessera/core";
 import type { Database } from "@tessera/db";
-import { type ConnectionOptions, type Job, type Queue, Worker } from "bullmq";
+import { type Job, Queue, Worker } from "bullmq";
+import type { Redis } from "ioredis";
 import { rollupUsage } from "./metering.js";
-import type { StripeBilling } from "./stripe.js";
+import { StripeBilling, stripeSettingsFromEnv } from "./stripe.js";
 import { type ProbeOptions, probeDeployments } from "./uptime.js";
 
 /** The provisioner's BullMQ queue for metering, billing and uptime jobs. */
@@ -76,15 +78,54 @@ export async function processBillingJob(
   }
 }
 
-/** A worker on the billing queue (the provisioner starts one next to its control worker). */
-export function createBillingWorker(
-  connection: ConnectionOptions,
-  deps: BillingJobDeps,
-  prefix?: string,
-): Worker {
-  return new Worker(BILLING_QUEUE, (job) => processBillingJob(job, deps), {
+export interface BillingJobsOptions {
+  db: Database;
+  /** The provisioner's Redis connection; the worker duplicates it for its blocking reads. */
+  redis: Redis;
+  /** `REDIS_PREFIX`: BullMQ keys live under `redisKeys(prefix).bullPrefix`, next to the control queue. */
+  prefix?: string;
+  /** Defaults to `stripeSettingsFromEnv()` (null without `STRIPE_SECRET_KEY`). */
+  stripe?: StripeBilling | null;
+  probe?: ProbeOptions;
+  every?: Partial<Record<BillingJobName, number>>;
+  /** Failed jobs are logged here (BullMQ retries them). */
+  log?: (level: "warn", msg: string, fields: Record<string, unknown>) => void;
+}
+
+/**
+ * The billing queue, its job schedulers and a worker, for the provisioner's main: one call to
+ * start, `close()` to stop (waits for running jobs).
+ */
+export async function startBillingJobs(
+  options: BillingJobsOptions,
+): Promise<{ queue: Queue; worker: Worker; close(): Promise<void> }> {
+  const prefix = redisKeys(options.prefix).bullPrefix;
+  const settings = options.stripe === undefined ? stripeSettingsFromEnv() : null;
+  const stripe =
+    options.stripe !== undefined ? options.stripe : settings ? new StripeBilling(options.db, settings) : null;
+  const queue = new Queue(BILLING_QUEUE, { connection: options.redis, prefix });
+  await registerBillingJobs(queue, options.every);
+  const connection = options.redis.duplicate({ maxRetriesPerRequest: null });
+  const deps: BillingJobDeps = { db: options.db, stripe, probe: options.probe };
+  const worker = new Worker(BILLING_QUEUE, (job) => processBillingJob(job, deps), {
     connection,
-    ...(prefix ? { prefix } : {}),
+    prefix,
     concurrency: 2,
   });
+  worker.on("failed", (job, err) =>
+    options.log?.("warn", "billing job failed", {
+      job: job?.name,
+      attempts: job?.attemptsMade,
+      err: err.message,
+    }),
+  );
+  return {
+    queue,
+    worker,
+    async close() {
+      await worker.close();
+      await queue.close();
+      await connection.quit().catch(() => connection.disconnect());
+    },
+  };
 }

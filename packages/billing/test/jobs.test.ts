@@ -1,19 +1,22 @@
+import { redisKeys } from "@tessera/core";
 import { usageHourly } from "@tessera/db";
 import { createTestDatabase, type TestDatabase, testRedisPrefix } from "@tessera/db/testing";
 import { Queue, QueueEvents } from "bullmq";
 import { eq } from "drizzle-orm";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   BILLING_QUEUE,
-  createBillingWorker,
   processBillingJob,
   recordUsageEvents,
   registerBillingJobs,
+  startBillingJobs,
 } from "../src/index.js";
 import { seedOrg } from "./fixtures.js";
 
 const connection = { host: "127.0.0.1", port: 6379, maxRetriesPerRequest: null };
-const prefix = testRedisPrefix("billingjobs");
+const redisPrefix = testRedisPrefix("billingjobs");
+const prefix = redisKeys(redisPrefix).bullPrefix;
 let tdb: TestDatabase;
 let queue: Queue;
 
@@ -40,7 +43,7 @@ describe("billing jobs", () => {
     for (const s of schedulers) await queue.removeJobScheduler(s.key!);
   });
 
-  it("runs the rollup through a BullMQ worker", async () => {
+  it("runs the rollup through the provisioner's billing worker", async () => {
     const a = await seedOrg(tdb.db, "jobs-a");
     await recordUsageEvents(tdb.db, [
       {
@@ -54,9 +57,16 @@ describe("billing jobs", () => {
         at: new Date(),
       },
     ]);
-    const worker = createBillingWorker(connection, { db: tdb.db, stripe: null }, prefix);
+    const redis = new Redis(connection);
+    const billing = await startBillingJobs({ db: tdb.db, redis, prefix: redisPrefix, stripe: null });
     const events = new QueueEvents(BILLING_QUEUE, { connection, prefix });
     try {
+      // Its schedulers are registered under the same prefix the provisioner uses.
+      expect((await billing.queue.getJobSchedulers()).map((s) => s.name).sort()).toEqual([
+        "probeUptime",
+        "rollupUsage",
+        "syncStripeUsage",
+      ]);
       await events.waitUntilReady();
       const job = await queue.add("rollupUsage", {});
       const result = (await job.waitUntilFinished(events, 30_000)) as { hours: string[] };
@@ -64,8 +74,10 @@ describe("billing jobs", () => {
       const rows = await tdb.db.select().from(usageHourly).where(eq(usageHourly.orgId, a.org.id));
       expect(rows.map((r) => r.requests)).toEqual([1]);
     } finally {
-      await worker.close();
+      for (const s of await billing.queue.getJobSchedulers()) await billing.queue.removeJobScheduler(s.key!);
+      await billing.close();
       await events.close();
+      await redis.quit();
     }
   });
 
