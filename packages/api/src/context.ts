@@ -1,5 +1,5 @@
 import type { StripeBilling } from "@tessera/billing";
-import type { JobQueue, PlatformNotifier } from "@tessera/core";
+import type { JobQueue, PlatformNotifier, QueueMonitor } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { type PublicUser, validateSession, verifyApiKey } from "./auth.js";
 
@@ -36,6 +36,8 @@ export interface Context {
   /** Tells gateways about revoked keys etc.; failures are logged, never fail the call. */
   notify: PlatformNotifier;
   billing: BillingOptions;
+  /** Queue depths for platform admins; null when the API runs without Redis access. */
+  queues: QueueMonitor | null;
 }
 
 /**
@@ -56,6 +58,7 @@ export interface CreateContextOptions {
   auth?: AuthInput;
   notify?: PlatformNotifier;
   billing?: BillingOptions;
+  queues?: QueueMonitor | null;
 }
 
 export function newAuditDraft(): AuditDraft {
@@ -69,6 +72,7 @@ export async function createContext({
   auth,
   notify,
   billing,
+  queues,
 }: CreateContextOptions): Promise<Context> {
   return {
     db,
@@ -76,6 +80,7 @@ export async function createContext({
     caller: await resolveCaller(db, auth),
     notify: safeNotifier(notify),
     billing: billing ?? BILLING_DISABLED,
+    queues: queues ?? null,
   };
 }
 

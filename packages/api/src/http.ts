@@ -1,4 +1,4 @@
-import type { JobQueue, PlatformNotifier } from "@tessera/core";
+import type { JobQueue, PlatformNotifier, QueueMonitor } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { fetchRequestHandler } from "@trpc/server/adapters/fetch";
 import { type AuthInput, type BillingOptions, createContext } from "./context.js";
@@ -12,6 +12,8 @@ export interface ApiHandlerOptions {
   notify?: PlatformNotifier;
   /** Stripe and plan enforcement (`billingOptionsFromEnv`); without it billing is "not configured". */
   billing?: BillingOptions;
+  /** Depths of the provisioner's queues for `admin.queues` (`bullQueueMonitor` of @tessera/billing). */
+  queues?: QueueMonitor | null;
   /** Path the router is mounted at, e.g. `/api/trpc`. */
   endpoint: string;
   /**
@@ -44,6 +46,7 @@ export function createApiHandler(opts: ApiHandlerOptions): (req: Request) => Pro
           auth,
           notify: opts.notify,
           billing: opts.billing,
+          queues: opts.queues,
         });
       },
       onError({ error, path }) {

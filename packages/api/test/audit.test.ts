@@ -1,6 +1,6 @@
 import { FakeStripe } from "@tessera/billing/testing";
-import { auditLog } from "@tessera/db";
-import { asc } from "drizzle-orm";
+import { auditLog, jobs } from "@tessera/db";
+import { asc, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appRouter, billingOptionsFromEnv, createCaller } from "../src/index.js";
 import { createTestEnv, failure, sampleCode, sampleConfig, type TestEnv } from "./helpers.js";
@@ -130,6 +130,13 @@ describe("audit log", () => {
     did("billing.checkout", orgId, o.id, orgId);
     await billed.billing.portal({ orgId });
     did("billing.portal", orgId, o.id, orgId);
+
+    // A platform admin re-runs a failed control job of the org.
+    const ops = await env.user("ops@example.com", { adminEmails: ["ops@example.com"] });
+    await env.db.update(jobs).set({ state: "failed", error: "boom" }).where(eq(jobs.id, d1.jobId));
+    const retried = await ops.api.admin.retryJob({ jobId: d1.jobId });
+    did("auth.signUp", ops.orgId, ops.id, ops.id);
+    did("admin.retryJob", orgId, ops.id, retried.jobId);
 
     await o.api.orgs.delete({ orgId });
     did("orgs.delete", orgId, o.id, orgId);

@@ -1,6 +1,11 @@
-import { recordUsageEvents, rollupHour, StripeBilling } from "@tessera/billing";
+import { bullQueueMonitor, recordUsageEvents, rollupHour, StripeBilling } from "@tessera/billing";
 import { FakeStripe } from "@tessera/billing/testing";
-import { uptimeIncidents, uptimeProbes } from "@tessera/db";
+import { CONTROL_QUEUE, redisKeys } from "@tessera/core";
+import { jobs, uptimeIncidents, uptimeProbes } from "@tessera/db";
+import { testRedisPrefix } from "@tessera/db/testing";
+import { Queue } from "bullmq";
+import { eq } from "drizzle-orm";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type BillingOptions, billingOptionsFromEnv, createCaller } from "../src/index.js";
 import { createTestEnv, failure, sampleCode, sampleConfig, type TestEnv, type TestUser } from "./helpers.js";
@@ -176,16 +181,14 @@ describe("usage and SLO routers", () => {
       { orgId: owner.orgId, deploymentId: dep.id, ok: true, at },
       { orgId: owner.orgId, deploymentId: dep.id, ok: true, at },
     ]);
-    await env.db
-      .insert(uptimeIncidents)
-      .values({
-        orgId: owner.orgId,
-        deploymentId: dep.id,
-        openedAt: at,
-        closedAt: new Date(),
-        reason: "readiness answered 503",
-        failedProbes: 3,
-      });
+    await env.db.insert(uptimeIncidents).values({
+      orgId: owner.orgId,
+      deploymentId: dep.id,
+      openedAt: at,
+      closedAt: new Date(),
+      reason: "readiness answered 503",
+      failedProbes: 3,
+    });
     const slo = await api.slo.deployment({ orgId: owner.orgId, deploymentId: dep.id, window: "24h" });
     // 2 good probes + 1 good request of 4 events.
     expect(slo.availability).toBeCloseTo(3 / 4, 12);
@@ -214,5 +217,50 @@ describe("usage and SLO routers", () => {
     expect(usage.some((u) => u.orgId === owner.orgId && u.requests === 2)).toBe(true);
     expect((await failure(owner.api.admin.overview({}))).code).toBe("FORBIDDEN");
     expect((await failure(owner.api.admin.usageByDay({}))).code).toBe("FORBIDDEN");
+  });
+});
+
+describe("admin operations", () => {
+  it("shows the provisioner's queue depths through a queue monitor", async () => {
+    const prefix = testRedisPrefix("apiqueues");
+    const redis = new Redis({ host: "127.0.0.1", port: 6379, maxRetriesPerRequest: null });
+    const control = new Queue(CONTROL_QUEUE, { connection: redis, prefix: redisKeys(prefix).bullPrefix });
+    const monitor = bullQueueMonitor(redis, prefix);
+    try {
+      await control.add("deployRevision", {}, { delay: 60_000 });
+      await control.add("scaleDeployment", {});
+      const ops = await createCaller({
+        db: env.db,
+        jobs: env.jobs,
+        auth: { sessionId: admin.sessionId },
+        queues: monitor,
+      });
+      const { configured, queues } = await ops.admin.queues();
+      expect(configured).toBe(true);
+      expect(queues.find((q) => q.queue === CONTROL_QUEUE)).toMatchObject({
+        waiting: 1,
+        delayed: 1,
+        failed: 0,
+      });
+      expect(queues.find((q) => q.queue === "billing")).toMatchObject({ waiting: 0 });
+      expect(await admin.api.admin.queues()).toEqual({ configured: false, queues: [] });
+      expect((await failure(owner.api.admin.queues())).code).toBe("FORBIDDEN");
+    } finally {
+      await control.obliterate({ force: true });
+      await control.close();
+      await monitor.close();
+      await redis.quit();
+    }
+  });
+
+  it("retries failed control jobs only", async () => {
+    const [job] = await env.db.select().from(jobs).where(eq(jobs.orgId, owner.orgId)).limit(1);
+    expect((await failure(admin.api.admin.retryJob({ jobId: job!.id }))).code).toBe("CONFLICT");
+    await env.db.update(jobs).set({ state: "failed" }).where(eq(jobs.id, job!.id));
+    env.jobs.clear();
+    const { jobId } = await admin.api.admin.retryJob({ jobId: job!.id });
+    expect(jobId).not.toBe(job!.id);
+    expect(env.jobs.enqueued.map((e) => [e.job, e.orgId])).toEqual([[job!.payload, owner.orgId]]);
+    expect((await failure(owner.api.admin.retryJob({ jobId: job!.id }))).code).toBe("FORBIDDEN");
   });
 });

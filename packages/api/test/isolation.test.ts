@@ -236,6 +236,8 @@ const fixtures: Record<string, (w: World) => Case[]> = {
   "admin.deployments": () => [{ input: {} }],
   "admin.users": () => [{ input: {} }],
   "admin.overview": () => [{ input: {} }],
+  "admin.queues": () => [{ input: undefined }],
+  "admin.retryJob": ({ B }) => [{ input: { jobId: B.jobId } }],
   "admin.usageByDay": ({ B }) => [{ input: {} }, { input: { orgId: B.orgId } }],
   "billing.plan": ({ A, B }) => [
     { input: { orgId: B.orgId } },

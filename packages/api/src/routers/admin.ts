@@ -1,7 +1,9 @@
 import { platformOverview, usageByDay } from "@tessera/billing";
-import { applications, clusters, deployments, memberships, organisations, users } from "@tessera/db";
+import type { ControlJob } from "@tessera/core";
+import { applications, clusters, deployments, jobs, memberships, organisations, users } from "@tessera/db";
 import { and, count, desc, eq, ilike, isNull, or, type SQL } from "drizzle-orm";
 import { z } from "zod";
+import { apiError } from "../errors.js";
 import { adminProcedure, router } from "../trpc.js";
 import { clusterColumns } from "./clusters.js";
 import { resolveRange, usageRange } from "./usage.js";
@@ -141,4 +143,28 @@ export const adminRouter = router({
     .query(({ ctx, input }) =>
       usageByDay(ctx.db, { orgId: input?.orgId ?? null, ...resolveRange(input ?? {}) }),
     ),
+
+  /** Depths of the provisioner's queues; `configured: false` when the API has no Redis access. */
+  queues: adminProcedure.query(async ({ ctx }) =>
+    ctx.queues ? { configured: true, queues: await ctx.queues.depths() } : { configured: false, queues: [] },
+  ),
+
+  /**
+   * Run a failed control job again: the same job under a fresh dedupe key (jobs re-read desired
+   * state, so a retry converges rather than acting twice).
+   */
+  retryJob: adminProcedure.input(z.object({ jobId: z.uuid() })).mutation(async ({ ctx, input }) => {
+    const [job] = await ctx.db.select().from(jobs).where(eq(jobs.id, input.jobId));
+    if (!job) throw apiError("NOT_FOUND", "job not found");
+    if (job.state !== "failed")
+      throw apiError("CONFLICT", `only failed jobs are retried; this one is ${job.state}`);
+    const { jobId } = await ctx.jobs.enqueue(job.payload as unknown as ControlJob, {
+      dedupeKey: `${job.dedupeKey}:retry:${Date.now()}`,
+      orgId: job.orgId,
+    });
+    ctx.audit.orgId = job.orgId;
+    ctx.audit.targetId = jobId;
+    ctx.audit.details = { retriedJobId: job.id, kind: job.kind };
+    return { jobId };
+  }),
 });
