@@ -1,6 +1,7 @@
 export * from "./admission.js";
 export * from "./jobs.js";
 export * from "./metering.js";
+export * from "./metrics.js";
 export * from "./plans.js";
 export * from "./queues.js";
 export * from "./reports.js";

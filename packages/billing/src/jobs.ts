@@ -1,8 +1,10 @@
-import { redisKeys } from "@tessera/core";
+import { type QueueMonitor, redisKeys } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { type Job, Queue, Worker } from "bullmq";
 import type { Redis } from "ioredis";
+import type { Registry } from "prom-client";
 import { rollupUsage } from "./metering.js";
+import { type BillingMetrics, createBillingMetrics } from "./metrics.js";
 import { StripeBilling, stripeSettingsFromEnv } from "./stripe.js";
 import { type ProbeOptions, probeDeployments } from "./uptime.js";
 
@@ -24,6 +26,7 @@ export interface BillingJobDeps {
   /** null when Stripe is not configured: usage still meters, nothing is sent. */
   stripe: StripeBilling | null;
   probe?: ProbeOptions;
+  metrics?: BillingMetrics;
 }
 
 /**
@@ -57,7 +60,18 @@ export async function processBillingJob(
   job: Pick<Job, "name">,
   deps: BillingJobDeps,
 ): Promise<Record<string, unknown>> {
-  switch (job.name as BillingJobName) {
+  try {
+    const result = await runBillingJob(job.name, deps);
+    deps.metrics?.jobRuns.inc({ job: job.name, outcome: "ok" });
+    return result;
+  } catch (err) {
+    deps.metrics?.jobRuns.inc({ job: job.name, outcome: "failed" });
+    throw err;
+  }
+}
+
+async function runBillingJob(name: string, deps: BillingJobDeps): Promise<Record<string, unknown>> {
+  switch (name as BillingJobName) {
     case "rollupUsage": {
       const { hours } = await rollupUsage(deps.db);
       return { hours: hours.map((h) => h.toISOString()) };
@@ -65,16 +79,21 @@ export async function processBillingJob(
     case "syncStripeUsage": {
       if (!deps.stripe) return { skipped: "stripe not configured" };
       const { sent, failures } = await deps.stripe.reportUsage();
+      deps.metrics?.meterEvents.inc(sent);
       // Failing the job makes BullMQ retry; the resend reuses the same idempotency keys.
       if (failures.length) throw new Error(`stripe usage sync: ${failures.length} failed (${failures[0]})`);
       return { sent };
     }
     case "probeUptime": {
       const { results, opened, closed } = await probeDeployments(deps.db, deps.probe);
-      return { probed: results.length, down: results.filter((r) => !r.ok).length, opened, closed };
+      const down = results.filter((r) => !r.ok).length;
+      deps.metrics?.probes.inc({ outcome: "up" }, results.length - down);
+      deps.metrics?.probes.inc({ outcome: "down" }, down);
+      deps.metrics?.down.set(down);
+      return { probed: results.length, down, opened, closed };
     }
     default:
-      throw new Error(`unknown billing job ${JSON.stringify(job.name)}`);
+      throw new Error(`unknown billing job ${JSON.stringify(name)}`);
   }
 }
 
@@ -87,6 +106,10 @@ export interface BillingJobsOptions {
   /** Defaults to `stripeSettingsFromEnv()` (null without `STRIPE_SECRET_KEY`). */
   stripe?: StripeBilling | null;
   probe?: ProbeOptions;
+  /** The provisioner's Prometheus registry: billing metrics are added to it. */
+  registry?: Registry;
+  /** Queue depths for the `tessera_queue_jobs` gauge. */
+  queues?: QueueMonitor | null;
   every?: Partial<Record<BillingJobName, number>>;
   /** Failed jobs are logged here (BullMQ retries them). */
   log?: (level: "warn", msg: string, fields: Record<string, unknown>) => void;
@@ -106,7 +129,10 @@ export async function startBillingJobs(
   const queue = new Queue(BILLING_QUEUE, { connection: options.redis, prefix });
   await registerBillingJobs(queue, options.every);
   const connection = options.redis.duplicate({ maxRetriesPerRequest: null });
-  const deps: BillingJobDeps = { db: options.db, stripe, probe: options.probe };
+  const metrics = options.registry
+    ? createBillingMetrics(options.registry, { db: options.db, queues: options.queues })
+    : undefined;
+  const deps: BillingJobDeps = { db: options.db, stripe, probe: options.probe, metrics };
   const worker = new Worker(BILLING_QUEUE, (job) => processBillingJob(job, deps), {
     connection,
     prefix,

@@ -1,12 +1,15 @@
 import { redisKeys } from "@tessera/core";
-import { usageHourly } from "@tessera/db";
+import { uptimeIncidents, usageHourly } from "@tessera/db";
 import { createTestDatabase, type TestDatabase, testRedisPrefix } from "@tessera/db/testing";
 import { Queue, QueueEvents } from "bullmq";
-import { eq } from "drizzle-orm";
+import { eq, isNull } from "drizzle-orm";
 import { Redis } from "ioredis";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   BILLING_QUEUE,
+  bullQueueMonitor,
+  createBillingMetrics,
   processBillingJob,
   recordUsageEvents,
   registerBillingJobs,
@@ -88,5 +91,44 @@ describe("billing jobs", () => {
     await expect(processBillingJob({ name: "nope" }, { db: tdb.db, stripe: null })).rejects.toThrow(
       /unknown billing job/,
     );
+  });
+
+  it("exports Prometheus metrics: job runs, probes, deployments down, open incidents, queue depths", async () => {
+    // A ready deployment with no ready replica: down.
+    const d = await seedOrg(tdb.db, "jobs-metrics");
+    await tdb.db
+      .insert(uptimeIncidents)
+      .values({
+        orgId: d.org.id,
+        deploymentId: d.deployment.id,
+        openedAt: new Date(),
+        reason: "x",
+        failedProbes: 3,
+      });
+    const redis = new Redis(connection);
+    const monitor = bullQueueMonitor(redis, redisPrefix);
+    const registry = new Registry();
+    const metrics = createBillingMetrics(registry, { db: tdb.db, queues: monitor });
+    try {
+      await queue.add("later", {}, { delay: 60_000 });
+      const deps = { db: tdb.db, stripe: null, metrics };
+      const probed = (await processBillingJob({ name: "probeUptime" }, deps)) as { down: number };
+      expect(probed.down).toBeGreaterThanOrEqual(1);
+      await expect(processBillingJob({ name: "nope" }, deps)).rejects.toThrow();
+      const text = await registry.metrics();
+      expect(text).toContain('tessera_billing_job_runs_total{job="probeUptime",outcome="ok"} 1');
+      expect(text).toContain('tessera_billing_job_runs_total{job="nope",outcome="failed"} 1');
+      expect(text).toContain(`tessera_deployments_down ${probed.down}`);
+      expect(text).toContain(`tessera_uptime_probes_total{outcome="down"} ${probed.down}`);
+      // Read at scrape time (the worker test's probes may have opened one of their own).
+      const open = await tdb.db.select().from(uptimeIncidents).where(isNull(uptimeIncidents.closedAt));
+      expect(open.length).toBeGreaterThanOrEqual(1);
+      expect(text).toContain(`tessera_uptime_incidents_open ${open.length}`);
+      expect(text).toContain('tessera_queue_jobs{queue="billing",state="delayed"} 1');
+    } finally {
+      await queue.obliterate({ force: true });
+      await monitor.close();
+      await redis.quit();
+    }
   });
 });
