@@ -25,6 +25,7 @@ import { and, asc, desc, eq, gt, inArray, isNull, type SQL, sql } from "drizzle-
 import { z } from "zod";
 import { apiError, issueFieldErrors, isUniqueViolation } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
+import { enforceDeployPlan, enforceScalePlan } from "./billing.js";
 
 export type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
 
@@ -321,21 +322,22 @@ export const deploymentsRouter = router({
         quotaErrors(config, await clusterQuota(ctx.db, app.clusterId), "config"),
         "over the cluster quota",
       );
+      const sameName = and(
+        eq(deployments.applicationId, app.id),
+        eq(deployments.name, input.name),
+        isNull(deployments.deletedAt),
+      );
+      const [existing] = await ctx.db.select({ id: deployments.id }).from(deployments).where(sameName);
+      await enforceDeployPlan(ctx, ctx.org.id, {
+        deploymentId: existing?.id ?? null,
+        resources: config.resources,
+        replicas: config.autoscaling?.maxReplicas ?? config.numReplicas ?? 1,
+      });
       const envHash = await ensureEnvironment(ctx.db, config);
       let result: Awaited<ReturnType<typeof commitRevision>> & { created: boolean };
       try {
         result = await ctx.db.transaction(async (tx) => {
-          let [dep] = await tx
-            .select()
-            .from(deployments)
-            .where(
-              and(
-                eq(deployments.applicationId, app.id),
-                eq(deployments.name, input.name),
-                isNull(deployments.deletedAt),
-              ),
-            )
-            .for("update");
+          let [dep] = await tx.select().from(deployments).where(sameName).for("update");
           const created = !dep;
           if (!dep) {
             if (input.prevVersion !== 0) throw versionConflict(0, input.prevVersion);
@@ -449,6 +451,12 @@ export const deploymentsRouter = router({
           fieldErrors: { numReplicas: "give numReplicas or autoscaling" },
         });
       }
+      await enforceScalePlan(
+        ctx,
+        ctx.org.id,
+        input.deploymentId,
+        s.autoscaling?.maxReplicas ?? s.numReplicas!,
+      );
       const result = await ctx.db.transaction(async (tx) => {
         const dep = await lockDeployment(tx, ctx.org.id, input.deploymentId);
         throwIfAny(quotaErrors(s, await clusterQuota(tx, dep.clusterId), ""), "over the cluster quota");
