@@ -9,6 +9,7 @@ import { deploymentsRouter } from "./routers/deployments.js";
 import { invitationsRouter } from "./routers/invitations.js";
 import { environmentsRouter, jobsRouter } from "./routers/jobs.js";
 import { membersRouter } from "./routers/members.js";
+import { metricsRouter } from "./routers/metrics.js";
 import { orgsRouter } from "./routers/orgs.js";
 import { createCallerFactory, router } from "./trpc.js";
 
@@ -24,6 +25,7 @@ export const appRouter = router({
   jobs: jobsRouter,
   environments: environmentsRouter,
   admin: adminRouter,
+  metrics: metricsRouter,
 });
 
 export type AppRouter = typeof appRouter;

@@ -226,6 +226,11 @@ const fixtures: Record<string, (w: World) => Case[]> = {
   "admin.clusters": () => [{ input: {} }],
   "admin.deployments": () => [{ input: {} }],
   "admin.users": () => [{ input: {} }],
+  "metrics.deployment": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
+  "metrics.adminDeployments": () => [{ input: {} }],
 };
 
 /** Everything of org B, as JSON, to compare before and after the attack. */
