@@ -1,5 +1,5 @@
-const GOOD = new Set(["ready", "live", "running", "succeeded", "active"]);
-const BAD = new Set(["failed", "error", "stopped", "deleting", "unhealthy"]);
+const GOOD = new Set(["ready", "live", "running", "succeeded", "active", "accepted"]);
+const BAD = new Set(["failed", "error", "stopped", "deleting", "unhealthy", "revoked", "expired"]);
 
 /** A lifecycle state (deployment, revision, replica, cluster, job) coloured by how it is going. */
 export function StateBadge({ state }: { state: string }) {

@@ -2,6 +2,7 @@
 
 import { useQuery } from "@tanstack/react-query";
 import Link from "next/link";
+import { DataTable } from "@/components/data-table";
 import { FormError } from "@/components/form";
 import { StateBadge } from "@/components/state-badge";
 import { Loading, When } from "@/components/when";
@@ -51,38 +52,19 @@ export default function DeploymentsOverview() {
         </div>
       ) : null}
       {deps.data && deps.data.length > 0 ? (
-        <div className="panel table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th>Deployment</th>
-                <th>Application</th>
-                <th>State</th>
-                <th>Version</th>
-                <th>Replicas</th>
-                <th>Updated</th>
-              </tr>
-            </thead>
-            <tbody>
-              {deps.data.map((d) => (
-                <tr key={d.id}>
-                  <td>
-                    <Link href={`${base}/deployments/${d.id}`}>{d.name}</Link>
-                  </td>
-                  <td>{appName.get(d.applicationId) ?? "…"}</td>
-                  <td>
-                    <StateBadge state={d.state} />
-                  </td>
-                  <td>v{d.version}</td>
-                  <td>{d.targetReplicas}</td>
-                  <td>
-                    <When at={d.updatedAt} />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable
+          label="Deployments"
+          rows={deps.data}
+          rowKey={(d) => d.id}
+          columns={[
+            { header: "Deployment", cell: (d) => <Link href={`${base}/deployments/${d.id}`}>{d.name}</Link> },
+            { header: "Application", cell: (d) => appName.get(d.applicationId) ?? "…" },
+            { header: "State", cell: (d) => <StateBadge state={d.state} /> },
+            { header: "Version", cell: (d) => `v${d.version}` },
+            { header: "Replicas", cell: (d) => d.targetReplicas },
+            { header: "Updated", cell: (d) => <When at={d.updatedAt} /> },
+          ]}
+        />
       ) : null}
     </>
   );

@@ -3,7 +3,9 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { CopyButton } from "@/components/copy-button";
+import { DataTable } from "@/components/data-table";
 import { FormError, TextField } from "@/components/form";
+import { StateBadge } from "@/components/state-badge";
 import { Loading, When } from "@/components/when";
 import { shownError } from "@/lib/errors";
 import { atLeast, useConsole } from "@/lib/org-context";
@@ -75,54 +77,34 @@ export default function ApiKeysPage() {
         <div className="panel empty">No API keys yet. Create one to call your deployments.</div>
       ) : null}
       {keys.data && keys.data.length > 0 ? (
-        <div className="panel table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th>Name</th>
-                <th>Key</th>
-                <th>Created</th>
-                <th>Last used</th>
-                <th>Status</th>
-                <th />
-              </tr>
-            </thead>
-            <tbody>
-              {keys.data.map((k) => (
-                <tr key={k.id}>
-                  <td>{k.name}</td>
-                  <td>
-                    <code>{k.prefix}…</code>
-                  </td>
-                  <td>
-                    <When at={k.createdAt} />
-                  </td>
-                  <td>
-                    <When at={k.lastUsedAt} />
-                  </td>
-                  <td>
-                    {k.revokedAt ? (
-                      <span className="badge bad">revoked</span>
-                    ) : (
-                      <span className="badge ok">active</span>
-                    )}
-                  </td>
-                  <td>
-                    {canManage && !k.revokedAt ? (
-                      <button
-                        type="button"
-                        className="secondary"
-                        onClick={() => setConfirming({ id: k.id, name: k.name })}
-                      >
-                        Revoke
-                      </button>
-                    ) : null}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable
+          label="API keys"
+          rows={keys.data}
+          rowKey={(k) => k.id}
+          columns={[
+            { header: "Name", cell: (k) => k.name },
+            { header: "Key", cell: (k) => <code>{k.prefix}…</code> },
+            { header: "Created", cell: (k) => <When at={k.createdAt} /> },
+            { header: "Last used", cell: (k) => <When at={k.lastUsedAt} /> },
+            {
+              header: "Status",
+              cell: (k) => <StateBadge state={k.revokedAt ? "revoked" : "active"} />,
+            },
+            {
+              header: "",
+              cell: (k) =>
+                canManage && !k.revokedAt ? (
+                  <button
+                    type="button"
+                    className="secondary"
+                    onClick={() => setConfirming({ id: k.id, name: k.name })}
+                  >
+                    Revoke
+                  </button>
+                ) : null,
+            },
+          ]}
+        />
       ) : null}
       {confirming ? (
         <div className="panel" role="alertdialog" aria-labelledby="revoke-title">

@@ -3,7 +3,9 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useRouter } from "next/navigation";
 import { CopyButton } from "@/components/copy-button";
+import { DataTable } from "@/components/data-table";
 import { FormError, SelectField, TextField } from "@/components/form";
+import { StateBadge } from "@/components/state-badge";
 import { Loading, When } from "@/components/when";
 import { shownError } from "@/lib/errors";
 import { atLeast, type Role, useConsole } from "@/lib/org-context";
@@ -42,63 +44,59 @@ export default function MembersPage() {
       <FormError error={actionErr} />
       {members.isLoading ? <Loading what="members" /> : null}
       {members.data ? (
-        <div className="panel table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th>Email</th>
-                <th>Role</th>
-                <th>Joined</th>
-                <th />
-              </tr>
-            </thead>
-            <tbody>
-              {members.data.map((m) => (
-                <tr key={m.userId}>
-                  <td>
-                    {m.email}
-                    {m.name ? <span className="muted"> ({m.name})</span> : null}
-                  </td>
-                  <td>
-                    {isOwner ? (
-                      <select
-                        aria-label={`Role of ${m.email}`}
-                        value={m.role}
-                        onChange={(e) =>
-                          setRole.mutate({ ...input, userId: m.userId, role: e.target.value as Role })
-                        }
-                      >
-                        {ROLES.map((r) => (
-                          <option key={r}>{r}</option>
-                        ))}
-                      </select>
-                    ) : (
-                      <span className="badge">{m.role}</span>
-                    )}
-                  </td>
-                  <td>
-                    <When at={m.joinedAt} />
-                  </td>
-                  <td>
-                    {m.email === user.email ? (
-                      <button type="button" className="secondary" onClick={() => leave.mutate(input)}>
-                        Leave
-                      </button>
-                    ) : isAdmin ? (
-                      <button
-                        type="button"
-                        className="secondary"
-                        onClick={() => remove.mutate({ ...input, userId: m.userId })}
-                      >
-                        Remove
-                      </button>
-                    ) : null}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable
+          label="Members"
+          rows={members.data}
+          rowKey={(m) => m.userId}
+          columns={[
+            {
+              header: "Email",
+              cell: (m) => (
+                <>
+                  {m.email}
+                  {m.name ? <span className="muted"> ({m.name})</span> : null}
+                </>
+              ),
+            },
+            {
+              header: "Role",
+              cell: (m) =>
+                isOwner ? (
+                  <select
+                    aria-label={`Role of ${m.email}`}
+                    value={m.role}
+                    onChange={(e) =>
+                      setRole.mutate({ ...input, userId: m.userId, role: e.target.value as Role })
+                    }
+                  >
+                    {ROLES.map((r) => (
+                      <option key={r}>{r}</option>
+                    ))}
+                  </select>
+                ) : (
+                  <span className="badge">{m.role}</span>
+                ),
+            },
+            { header: "Joined", cell: (m) => <When at={m.joinedAt} /> },
+            {
+              header: "",
+              cell: (m) =>
+                m.email === user.email ? (
+                  <button type="button" className="secondary" onClick={() => leave.mutate(input)}>
+                    Leave
+                  </button>
+                ) : isAdmin ? (
+                  <button
+                    type="button"
+                    className="secondary"
+                    onClick={() => remove.mutate({ ...input, userId: m.userId })}
+                  >
+                    Remove
+                  </button>
+                ) : null,
+            },
+          ]}
+        />
       ) : null}
 
       <h2>Invitations</h2>
@@ -155,48 +153,30 @@ export default function MembersPage() {
         <p className="muted">No invitations yet.</p>
       ) : null}
       {invitations.data && invitations.data.length > 0 ? (
-        <div className="panel table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th>Email</th>
-                <th>Role</th>
-                <th>State</th>
-                <th>Expires</th>
-                <th />
-              </tr>
-            </thead>
-            <tbody>
-              {invitations.data.map((i) => (
-                <tr key={i.id}>
-                  <td>{i.email}</td>
-                  <td>{i.role}</td>
-                  <td>
-                    <span
-                      className={`badge ${i.state === "accepted" ? "ok" : i.state === "pending" ? "busy" : "bad"}`}
-                    >
-                      {i.state}
-                    </span>
-                  </td>
-                  <td>
-                    <When at={i.expiresAt} />
-                  </td>
-                  <td>
-                    {isAdmin && i.state === "pending" ? (
-                      <button
-                        type="button"
-                        className="secondary"
-                        onClick={() => revokeInvite.mutate({ ...input, invitationId: i.id })}
-                      >
-                        Revoke
-                      </button>
-                    ) : null}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable
+          label="Invitations"
+          rows={invitations.data}
+          rowKey={(i) => i.id}
+          columns={[
+            { header: "Email", cell: (i) => i.email },
+            { header: "Role", cell: (i) => i.role },
+            { header: "State", cell: (i) => <StateBadge state={i.state} /> },
+            { header: "Expires", cell: (i) => <When at={i.expiresAt} /> },
+            {
+              header: "",
+              cell: (i) =>
+                isAdmin && i.state === "pending" ? (
+                  <button
+                    type="button"
+                    className="secondary"
+                    onClick={() => revokeInvite.mutate({ ...input, invitationId: i.id })}
+                  >
+                    Revoke
+                  </button>
+                ) : null,
+            },
+          ]}
+        />
       ) : null}
     </>
   );
