@@ -6,7 +6,7 @@
  * `N passed, N failed` as the last line. `node e2e/run.mjs <filter>` runs the tests whose name
  * contains the filter.
  */
-import { readdirSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { chromium } from "playwright-core";
@@ -38,6 +38,9 @@ async function cleanup() {
 }
 
 async function main() {
+  // Screenshots of this run only, so a FAILED-* file is never left over from an earlier one.
+  rmSync(SCREENSHOTS, { recursive: true, force: true });
+  mkdirSync(SCREENSHOTS, { recursive: true });
   if (platform.consoleBuildStale()) {
     console.log("==> building the console");
     await platform.buildConsole(log);
@@ -86,6 +89,8 @@ async function main() {
       gatewayRunning: Boolean(gateway),
       provisionerRunning: Boolean(provisioner),
       adminEmail: ADMIN_EMAIL,
+      /** Raw SQL on the test database (to play the gateway's part when it is not running). */
+      sql: (text, params) => tdb.pool.query(text, params),
       /** A fresh browser context (own cookies): one per user. */
       async newPage(opts = {}) {
         const ctx = await browser.newContext({ baseURL: env.consoleUrl, ...opts });

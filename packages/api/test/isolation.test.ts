@@ -231,6 +231,10 @@ const fixtures: Record<string, (w: World) => Case[]> = {
     { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
   ],
   "metrics.adminDeployments": () => [{ input: {} }],
+  "metrics.clusterUsage": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId }, check: revealsNothingOfB },
+  ],
 };
 
 /** Everything of org B, as JSON, to compare before and after the attack. */

@@ -1,4 +1,5 @@
-import { scalingEvents, usageEvents } from "@tessera/db";
+import { deployments, replicas, revisions, scalingEvents, usageEvents } from "@tessera/db";
+import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { bucketSecondsFor } from "../src/routers/metrics.js";
 import { createTestEnv, failure, sampleCode, sampleConfig, type TestEnv, type TestUser } from "./helpers.js";
@@ -106,6 +107,31 @@ describe("metrics.deployment", () => {
   });
 });
 
+describe("metrics.clusterUsage", () => {
+  it("sums the resources of live replicas per cluster and counts deployments", async () => {
+    const [dep] = await env.db.select().from(deployments).where(eq(deployments.id, deploymentId));
+    const [rev] = await env.db
+      .select({ id: revisions.id })
+      .from(revisions)
+      .where(eq(revisions.deploymentId, deploymentId));
+    const replica = (state: "ready" | "starting" | "stopped") => ({
+      orgId: owner.orgId,
+      clusterId: dep!.clusterId,
+      deploymentId,
+      revisionId: rev!.id,
+      state,
+      resources: { cpus: 0.5, gpus: 0, memoryMb: 256 },
+    });
+    await env.db.insert(replicas).values([replica("ready"), replica("starting"), replica("stopped")]);
+    const usage = await owner.api.metrics.clusterUsage({ orgId: owner.orgId });
+    expect(usage).toEqual([
+      { clusterId: dep!.clusterId, deployments: 1, replicas: 2, cpus: 1, memoryMb: 512, gpus: 0 },
+    ]);
+    const other = await env.user("usage-other@example.com");
+    expect(await other.api.metrics.clusterUsage({ orgId: other.orgId })).toEqual([]);
+  });
+});
+
 describe("metrics.adminDeployments", () => {
   it("lists every org's deployments with replica and traffic counts, for platform admins only", async () => {
     const admin = await env.user("metrics-admin@example.com", { adminEmails: ["metrics-admin@example.com"] });
@@ -116,7 +142,8 @@ describe("metrics.adminDeployments", () => {
       applicationName: "demo",
       requests: 12,
       errors: 1,
-      runningReplicas: 0,
+      runningReplicas: 2,
+      readyReplicas: 1,
     });
     expect(await admin.api.metrics.adminDeployments({ search: "no-such-thing" })).toEqual([]);
     expect((await failure(owner.api.metrics.adminDeployments({}))).code).toBe("FORBIDDEN");

@@ -137,6 +137,43 @@ export const metricsRouter = router({
     }),
 
   /**
+   * What each of the organisation's clusters runs now: live replicas and the resources they
+   * hold (summed from the replicas' resource snapshots), against the cluster's quota.
+   */
+  clusterUsage: orgProcedure("member").query(async ({ ctx }) => {
+    const rows = await ctx.db
+      .select({
+        clusterId: replicas.clusterId,
+        replicas: count(),
+        cpus: sql<number>`coalesce(sum((${replicas.resources}->>'cpus')::float8), 0)`,
+        memoryMb: sql<number>`coalesce(sum((${replicas.resources}->>'memoryMb')::float8), 0)`,
+        gpus: sql<number>`coalesce(sum((${replicas.resources}->>'gpus')::float8), 0)`,
+      })
+      .from(replicas)
+      .where(and(eq(replicas.orgId, ctx.org.id), inArray(replicas.state, ["starting", "ready", "draining"])))
+      .groupBy(replicas.clusterId);
+    const deps = await ctx.db
+      .select({ clusterId: deployments.clusterId, deployments: count() })
+      .from(deployments)
+      .where(and(eq(deployments.orgId, ctx.org.id), isNull(deployments.deletedAt)))
+      .groupBy(deployments.clusterId);
+    const depCount = new Map(deps.map((d) => [d.clusterId, Number(d.deployments)]));
+    const ids = new Set([...rows.map((r) => r.clusterId), ...deps.map((d) => d.clusterId)]);
+    const byId = new Map(rows.map((r) => [r.clusterId, r]));
+    return [...ids].map((clusterId) => {
+      const r = byId.get(clusterId);
+      return {
+        clusterId,
+        deployments: depCount.get(clusterId) ?? 0,
+        replicas: Number(r?.replicas ?? 0),
+        cpus: Number(r?.cpus ?? 0),
+        memoryMb: Number(r?.memoryMb ?? 0),
+        gpus: Number(r?.gpus ?? 0),
+      };
+    });
+  }),
+
+  /**
    * Platform admins: every live deployment with its organisation, ready and total replicas, and
    * requests and errors over the last `windowMinutes`; `search` matches org, app or deployment.
    */

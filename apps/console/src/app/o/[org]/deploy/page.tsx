@@ -428,7 +428,7 @@ export default function DeployPage() {
         </div>
         {apiErr ? (
           <p className="form-error" role="alert">
-            {Object.keys(apiErr.fieldErrors).length ? "Fix the fields marked below the inputs: " : ""}
+            {Object.keys(apiErr.fieldErrors).length ? "Check the highlighted fields. " : ""}
             {apiErr.message}
           </p>
         ) : null}

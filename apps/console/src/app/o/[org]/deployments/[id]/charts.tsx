@@ -56,7 +56,8 @@ function Chart({
                 dataKey={key}
                 name={label}
                 stroke={color}
-                dot={false}
+                // A lone point draws no line: show dots while there are only a few.
+                dot={data.filter((d) => d[key] !== null && d[key] !== undefined).length < 3}
                 isAnimationActive={false}
                 connectNulls
               />

@@ -61,7 +61,7 @@ export function DeployProgress({ dep, jobId }: { dep: DeploymentView; jobId: str
           {desired.version} is ready.
         </p>
       ) : null}
-      {!live && rollingOut ? <p className="muted">Nothing serves yet: this is the first revision.</p> : null}
+      {!live && rollingOut ? <p className="muted">No revision serves traffic yet.</p> : null}
       {job.data ? (
         <p>
           Provisioner job <code>{job.data.job.kind}</code>: <StateBadge state={job.data.job.state} />
