@@ -11,13 +11,19 @@ export function DataTable<T>({
   columns,
   rowKey,
   label,
+  empty,
 }: {
-  rows: T[];
+  /** Undefined while loading: nothing is rendered. */
+  rows: T[] | undefined;
   columns: Column<T>[];
   rowKey: (row: T) => string | number;
   /** Accessible name of the table. */
   label: string;
+  /** What an empty list says (an empty state that teaches the next step). */
+  empty?: ReactNode;
 }) {
+  if (!rows) return null;
+  if (rows.length === 0) return empty ? <p className="panel empty">{empty}</p> : null;
   return (
     <div className="panel table-wrap">
       <table aria-label={label}>

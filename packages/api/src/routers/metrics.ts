@@ -3,6 +3,7 @@ import { and, asc, count, eq, gte, ilike, inArray, isNull, lt, or, sql } from "d
 import { z } from "zod";
 import { apiError } from "../errors.js";
 import { adminProcedure, orgProcedure, router } from "../trpc.js";
+import { like } from "./admin.js";
 
 /** Charts have at most this many points, whatever the window. */
 const MAX_BUCKETS = 120;
@@ -185,7 +186,6 @@ export const metricsRouter = router({
       }),
     )
     .query(async ({ ctx, input }) => {
-      const like = (s: string) => `%${s.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       const deps = await ctx.db
         .select({
           id: deployments.id,

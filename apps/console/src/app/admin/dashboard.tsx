@@ -42,62 +42,56 @@ export function AdminDashboard({ email }: { email: string }) {
       <FormError error={err} />
       <h2>Deployments (last hour)</h2>
       {deployments.isLoading ? <Loading what="deployments" /> : null}
-      {deployments.data?.length === 0 ? <p className="panel empty">No deployments match.</p> : null}
-      {deployments.data && deployments.data.length > 0 ? (
-        <DataTable
-          label="All deployments"
-          rows={deployments.data}
-          rowKey={(d) => d.id}
-          columns={[
-            { header: "Organisation", cell: (d) => d.orgSlug },
-            { header: "Deployment", cell: (d) => `${d.applicationName}/${d.name}` },
-            { header: "State", cell: (d) => <StateBadge state={d.state} /> },
-            {
-              header: "Replicas (ready/running/target)",
-              cell: (d) => `${d.readyReplicas}/${d.runningReplicas}/${d.targetReplicas}`,
-            },
-            { header: "Requests", cell: (d) => d.requests },
-            { header: "req/s", cell: (d) => d.rps.toFixed(3) },
-            { header: "Error rate", cell: (d) => pct(d.errorRate) },
-          ]}
-        />
-      ) : null}
+      <DataTable
+        empty="No deployments match."
+        label="All deployments"
+        rows={deployments.data}
+        rowKey={(d) => d.id}
+        columns={[
+          { header: "Organisation", cell: (d) => d.orgSlug },
+          { header: "Deployment", cell: (d) => `${d.applicationName}/${d.name}` },
+          { header: "State", cell: (d) => <StateBadge state={d.state} /> },
+          {
+            header: "Replicas (ready/running/target)",
+            cell: (d) => `${d.readyReplicas}/${d.runningReplicas}/${d.targetReplicas}`,
+          },
+          { header: "Requests", cell: (d) => d.requests },
+          { header: "req/s", cell: (d) => d.rps.toFixed(3) },
+          { header: "Error rate", cell: (d) => pct(d.errorRate) },
+        ]}
+      />
       <h2>Organisations</h2>
-      {orgs.data?.length === 0 ? <p className="panel empty">No organisations match.</p> : null}
-      {orgs.data && orgs.data.length > 0 ? (
-        <DataTable
-          label="All organisations"
-          rows={orgs.data}
-          rowKey={(o) => o.id}
-          columns={[
-            { header: "Slug", cell: (o) => o.slug },
-            { header: "Name", cell: (o) => o.name },
-            { header: "Plan", cell: (o) => o.plan },
-            { header: "Members", cell: (o) => o.memberCount },
-            { header: "Personal", cell: (o) => (o.personal ? "yes" : "no") },
-            { header: "Created", cell: (o) => <When at={o.createdAt} /> },
-          ]}
-        />
-      ) : null}
+      <DataTable
+        empty="No organisations match."
+        label="All organisations"
+        rows={orgs.data}
+        rowKey={(o) => o.id}
+        columns={[
+          { header: "Slug", cell: (o) => o.slug },
+          { header: "Name", cell: (o) => o.name },
+          { header: "Plan", cell: (o) => o.plan },
+          { header: "Members", cell: (o) => o.memberCount },
+          { header: "Personal", cell: (o) => (o.personal ? "yes" : "no") },
+          { header: "Created", cell: (o) => <When at={o.createdAt} /> },
+        ]}
+      />
       <h2>Clusters</h2>
-      {clusters.data?.length === 0 ? <p className="panel empty">No clusters match.</p> : null}
-      {clusters.data && clusters.data.length > 0 ? (
-        <DataTable
-          label="All clusters"
-          rows={clusters.data}
-          rowKey={(c) => c.id}
-          columns={[
-            { header: "Organisation", cell: (c) => c.orgSlug },
-            { header: "Cluster", cell: (c) => c.name },
-            { header: "State", cell: (c) => <StateBadge state={c.state} /> },
-            { header: "Driver", cell: (c) => `${c.driver} · ${c.region}` },
-            {
-              header: "Quota",
-              cell: (c) => `${c.quota.cpus} CPU · ${c.quota.memoryMb} MB · ${c.quota.maxReplicas} replicas`,
-            },
-          ]}
-        />
-      ) : null}
+      <DataTable
+        empty="No clusters match."
+        label="All clusters"
+        rows={clusters.data}
+        rowKey={(c) => c.id}
+        columns={[
+          { header: "Organisation", cell: (c) => c.orgSlug },
+          { header: "Cluster", cell: (c) => c.name },
+          { header: "State", cell: (c) => <StateBadge state={c.state} /> },
+          { header: "Driver", cell: (c) => `${c.driver} · ${c.region}` },
+          {
+            header: "Quota",
+            cell: (c) => `${c.quota.cpus} CPU · ${c.quota.memoryMb} MB · ${c.quota.maxReplicas} replicas`,
+          },
+        ]}
+      />
     </main>
   );
 }

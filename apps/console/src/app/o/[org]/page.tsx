@@ -51,21 +51,19 @@ export default function DeploymentsOverview() {
           </ol>
         </div>
       ) : null}
-      {deps.data && deps.data.length > 0 ? (
-        <DataTable
-          label="Deployments"
-          rows={deps.data}
-          rowKey={(d) => d.id}
-          columns={[
-            { header: "Deployment", cell: (d) => <Link href={`${base}/deployments/${d.id}`}>{d.name}</Link> },
-            { header: "Application", cell: (d) => appName.get(d.applicationId) ?? "…" },
-            { header: "State", cell: (d) => <StateBadge state={d.state} /> },
-            { header: "Version", cell: (d) => `v${d.version}` },
-            { header: "Replicas", cell: (d) => d.targetReplicas },
-            { header: "Updated", cell: (d) => <When at={d.updatedAt} /> },
-          ]}
-        />
-      ) : null}
+      <DataTable
+        label="Deployments"
+        rows={deps.data}
+        rowKey={(d) => d.id}
+        columns={[
+          { header: "Deployment", cell: (d) => <Link href={`${base}/deployments/${d.id}`}>{d.name}</Link> },
+          { header: "Application", cell: (d) => appName.get(d.applicationId) ?? "…" },
+          { header: "State", cell: (d) => <StateBadge state={d.state} /> },
+          { header: "Version", cell: (d) => `v${d.version}` },
+          { header: "Replicas", cell: (d) => d.targetReplicas },
+          { header: "Updated", cell: (d) => <When at={d.updatedAt} /> },
+        ]}
+      />
     </>
   );
 }

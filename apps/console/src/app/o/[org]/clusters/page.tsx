@@ -3,13 +3,12 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { DataTable } from "@/components/data-table";
 import { FormError, SelectField, TextField } from "@/components/form";
+import { numberField } from "@/components/scaling-fields";
 import { StateBadge } from "@/components/state-badge";
 import { Loading, When } from "@/components/when";
 import { shownError } from "@/lib/errors";
 import { atLeast, useConsole } from "@/lib/org-context";
 import { useTRPC } from "@/lib/trpc";
-
-const num = (v: FormDataEntryValue | null) => (v === null || String(v).trim() === "" ? undefined : Number(v));
 
 /** "used / quota" with the share, e.g. "1.5 / 8 (19%)". */
 function Usage({ used, quota, unit = "" }: { used: number; quota: number; unit?: string }) {
@@ -49,49 +48,45 @@ export default function ClustersPage() {
       </p>
       {clusters.isLoading ? <Loading what="clusters" /> : null}
       <FormError error={shownError(clusters.error)} />
-      {clusters.data?.length === 0 ? (
-        <p className="panel empty">No clusters yet. Create one below, then deploy into it.</p>
-      ) : null}
-      {clusters.data && clusters.data.length > 0 ? (
-        <DataTable
-          label="Clusters"
-          rows={clusters.data}
-          rowKey={(c) => c.id}
-          columns={[
-            { header: "Name", cell: (c) => c.name },
-            {
-              header: "State",
-              cell: (c) => (
-                <>
-                  <StateBadge state={c.state} />
-                  {c.stateReason ? <div className="muted">{c.stateReason}</div> : null}
-                </>
-              ),
-            },
-            { header: "Driver", cell: (c) => `${c.driver} · ${c.region}` },
-            { header: "Deployments", cell: (c) => (used.get(c.id) ?? zero).deployments },
-            {
-              header: "Replicas",
-              cell: (c) => <Usage used={(used.get(c.id) ?? zero).replicas} quota={c.quota.maxReplicas} />,
-            },
-            {
-              header: "CPUs",
-              cell: (c) => <Usage used={(used.get(c.id) ?? zero).cpus} quota={c.quota.cpus} />,
-            },
-            {
-              header: "Memory",
-              cell: (c) => (
-                <Usage used={(used.get(c.id) ?? zero).memoryMb} quota={c.quota.memoryMb} unit=" MB" />
-              ),
-            },
-            {
-              header: "GPUs",
-              cell: (c) => <Usage used={(used.get(c.id) ?? zero).gpus} quota={c.quota.gpus} />,
-            },
-            { header: "Created", cell: (c) => <When at={c.createdAt} /> },
-          ]}
-        />
-      ) : null}
+      <DataTable
+        empty="No clusters yet. Create one below, then deploy into it."
+        label="Clusters"
+        rows={clusters.data}
+        rowKey={(c) => c.id}
+        columns={[
+          { header: "Name", cell: (c) => c.name },
+          {
+            header: "State",
+            cell: (c) => (
+              <>
+                <StateBadge state={c.state} />
+                {c.stateReason ? <div className="muted">{c.stateReason}</div> : null}
+              </>
+            ),
+          },
+          { header: "Driver", cell: (c) => `${c.driver} · ${c.region}` },
+          { header: "Deployments", cell: (c) => (used.get(c.id) ?? zero).deployments },
+          {
+            header: "Replicas",
+            cell: (c) => <Usage used={(used.get(c.id) ?? zero).replicas} quota={c.quota.maxReplicas} />,
+          },
+          {
+            header: "CPUs",
+            cell: (c) => <Usage used={(used.get(c.id) ?? zero).cpus} quota={c.quota.cpus} />,
+          },
+          {
+            header: "Memory",
+            cell: (c) => (
+              <Usage used={(used.get(c.id) ?? zero).memoryMb} quota={c.quota.memoryMb} unit=" MB" />
+            ),
+          },
+          {
+            header: "GPUs",
+            cell: (c) => <Usage used={(used.get(c.id) ?? zero).gpus} quota={c.quota.gpus} />,
+          },
+          { header: "Created", cell: (c) => <When at={c.createdAt} /> },
+        ]}
+      />
       {atLeast(org.role, "admin") ? (
         <form
           className="panel"
@@ -106,10 +101,10 @@ export default function ClustersPage() {
               driver: String(f.get("driver")) as "local" | "kubernetes",
               region: String(f.get("region") ?? "").trim() || undefined,
               quota: {
-                cpus: num(f.get("cpus")) as number,
-                memoryMb: num(f.get("memoryMb")) as number,
-                gpus: num(f.get("gpus")) as number,
-                maxReplicas: num(f.get("maxReplicas")) as number,
+                cpus: numberField(f.get("cpus")) as number,
+                memoryMb: numberField(f.get("memoryMb")) as number,
+                gpus: numberField(f.get("gpus")) as number,
+                maxReplicas: numberField(f.get("maxReplicas")) as number,
               },
             });
           }}

@@ -5,6 +5,7 @@ import Link from "next/link";
 import { useRouter } from "next/navigation";
 import { useState } from "react";
 import { FormError, SelectField, TextArea, TextField } from "@/components/form";
+import { numberField, ScalingFields, type ScalingMode, scalingFromForm } from "@/components/scaling-fields";
 import { Loading } from "@/components/when";
 import { bundleFromUploads, type CodeBundleInput } from "@/lib/code-bundle";
 import { type EnvKind, EnvTextError, environmentFromText } from "@/lib/environment-text";
@@ -28,8 +29,6 @@ function errorAt(errors: Errors, ...keys: string[]): string | undefined {
   return undefined;
 }
 
-const num = (v: FormDataEntryValue | null) => (v === null || String(v).trim() === "" ? undefined : Number(v));
-
 export default function DeployPage() {
   const { org } = useConsole();
   const trpc = useTRPC();
@@ -49,7 +48,7 @@ export default function DeployPage() {
   const [runtime, setRuntime] = useState<"python" | "node">("python");
   const [codeSource, setCodeSource] = useState<"editor" | "upload">("editor");
   const [envKind, setEnvKind] = useState<EnvKind>("none");
-  const [scalingMode, setScalingMode] = useState<"fixed" | "auto">("fixed");
+  const [scalingMode, setScalingMode] = useState<ScalingMode>("fixed");
   const [localErrors, setLocalErrors] = useState<Errors>({});
   const [submitting, setSubmitting] = useState(false);
 
@@ -129,19 +128,13 @@ export default function DeployPage() {
       runtime,
       entry: String(f.get("entry") ?? "").trim(),
       environment,
-      resources: { cpus: num(f.get("cpus")), gpus: num(f.get("gpus")), memoryMb: num(f.get("memoryMb")) },
-      maxOngoingRequests: num(f.get("maxOngoingRequests")),
-      ...(scalingMode === "fixed"
-        ? { numReplicas: num(f.get("numReplicas")) }
-        : {
-            autoscaling: {
-              minReplicas: num(f.get("minReplicas")),
-              maxReplicas: num(f.get("maxReplicas")),
-              targetOngoingRequests: num(f.get("targetOngoingRequests")),
-              upscaleDelayS: num(f.get("upscaleDelayS")),
-              downscaleDelayS: num(f.get("downscaleDelayS")),
-            },
-          }),
+      resources: {
+        cpus: numberField(f.get("cpus")),
+        gpus: numberField(f.get("gpus")),
+        memoryMb: numberField(f.get("memoryMb")),
+      },
+      maxOngoingRequests: numberField(f.get("maxOngoingRequests")),
+      ...scalingFromForm(f, scalingMode),
     };
 
     setSubmitting(true);
@@ -354,77 +347,7 @@ export default function DeployPage() {
               error={errors["config.maxOngoingRequests"]}
             />
           </div>
-          <fieldset className="row" style={{ border: "none", padding: 0 }}>
-            <legend className="muted">Scaling</legend>
-            <label>
-              <input
-                type="radio"
-                name="scalingMode"
-                checked={scalingMode === "fixed"}
-                onChange={() => setScalingMode("fixed")}
-              />{" "}
-              Fixed replicas
-            </label>
-            <label>
-              <input
-                type="radio"
-                name="scalingMode"
-                checked={scalingMode === "auto"}
-                onChange={() => setScalingMode("auto")}
-              />{" "}
-              Autoscaling
-            </label>
-          </fieldset>
-          {scalingMode === "fixed" ? (
-            <TextField
-              label="Replicas"
-              name="numReplicas"
-              type="number"
-              defaultValue="1"
-              error={errors["config.numReplicas"]}
-            />
-          ) : (
-            <div className="grid2">
-              <TextField
-                label="Min replicas"
-                name="minReplicas"
-                type="number"
-                defaultValue="0"
-                error={errors["config.autoscaling.minReplicas"]}
-              />
-              <TextField
-                label="Max replicas"
-                name="maxReplicas"
-                type="number"
-                defaultValue="4"
-                error={errors["config.autoscaling.maxReplicas"]}
-              />
-              <TextField
-                label="Target ongoing requests per replica"
-                name="targetOngoingRequests"
-                type="number"
-                defaultValue="2"
-                error={errors["config.autoscaling.targetOngoingRequests"]}
-              />
-              <TextField
-                label="Upscale delay (s)"
-                name="upscaleDelayS"
-                type="number"
-                defaultValue="30"
-                error={errors["config.autoscaling.upscaleDelayS"]}
-              />
-              <TextField
-                label="Downscale delay (s)"
-                name="downscaleDelayS"
-                type="number"
-                defaultValue="600"
-                error={errors["config.autoscaling.downscaleDelayS"]}
-              />
-            </div>
-          )}
-          {errors["config.autoscaling"] ? (
-            <p className="field-error">{errors["config.autoscaling"]}</p>
-          ) : null}
+          <ScalingFields mode={scalingMode} onMode={setScalingMode} errors={errors} errorPrefix="config." />
         </div>
         {apiErr ? (
           <p className="form-error" role="alert">

@@ -73,39 +73,35 @@ export default function ApiKeysPage() {
       ) : null}
       {keys.isLoading ? <Loading what="API keys" /> : null}
       <FormError error={shownError(keys.error) ?? shownError(revoke.error)} />
-      {keys.data && keys.data.length === 0 ? (
-        <div className="panel empty">No API keys yet. Create one to call your deployments.</div>
-      ) : null}
-      {keys.data && keys.data.length > 0 ? (
-        <DataTable
-          label="API keys"
-          rows={keys.data}
-          rowKey={(k) => k.id}
-          columns={[
-            { header: "Name", cell: (k) => k.name },
-            { header: "Key", cell: (k) => <code>{k.prefix}…</code> },
-            { header: "Created", cell: (k) => <When at={k.createdAt} /> },
-            { header: "Last used", cell: (k) => <When at={k.lastUsedAt} /> },
-            {
-              header: "Status",
-              cell: (k) => <StateBadge state={k.revokedAt ? "revoked" : "active"} />,
-            },
-            {
-              header: "",
-              cell: (k) =>
-                canManage && !k.revokedAt ? (
-                  <button
-                    type="button"
-                    className="secondary"
-                    onClick={() => setConfirming({ id: k.id, name: k.name })}
-                  >
-                    Revoke
-                  </button>
-                ) : null,
-            },
-          ]}
-        />
-      ) : null}
+      <DataTable
+        empty="No API keys yet. Create one to call your deployments."
+        label="API keys"
+        rows={keys.data}
+        rowKey={(k) => k.id}
+        columns={[
+          { header: "Name", cell: (k) => k.name },
+          { header: "Key", cell: (k) => <code>{k.prefix}…</code> },
+          { header: "Created", cell: (k) => <When at={k.createdAt} /> },
+          { header: "Last used", cell: (k) => <When at={k.lastUsedAt} /> },
+          {
+            header: "Status",
+            cell: (k) => <StateBadge state={k.revokedAt ? "revoked" : "active"} />,
+          },
+          {
+            header: "",
+            cell: (k) =>
+              canManage && !k.revokedAt ? (
+                <button
+                  type="button"
+                  className="secondary"
+                  onClick={() => setConfirming({ id: k.id, name: k.name })}
+                >
+                  Revoke
+                </button>
+              ) : null,
+          },
+        ]}
+      />
       {confirming ? (
         <div className="panel" role="alertdialog" aria-labelledby="revoke-title">
           <p id="revoke-title">

@@ -149,35 +149,31 @@ export default function MembersPage() {
       ) : (
         <p className="muted">Admins and owners can invite people.</p>
       )}
-      {invitations.data && invitations.data.length === 0 ? (
-        <p className="muted">No invitations yet.</p>
-      ) : null}
-      {invitations.data && invitations.data.length > 0 ? (
-        <DataTable
-          label="Invitations"
-          rows={invitations.data}
-          rowKey={(i) => i.id}
-          columns={[
-            { header: "Email", cell: (i) => i.email },
-            { header: "Role", cell: (i) => i.role },
-            { header: "State", cell: (i) => <StateBadge state={i.state} /> },
-            { header: "Expires", cell: (i) => <When at={i.expiresAt} /> },
-            {
-              header: "",
-              cell: (i) =>
-                isAdmin && i.state === "pending" ? (
-                  <button
-                    type="button"
-                    className="secondary"
-                    onClick={() => revokeInvite.mutate({ ...input, invitationId: i.id })}
-                  >
-                    Revoke
-                  </button>
-                ) : null,
-            },
-          ]}
-        />
-      ) : null}
+      <DataTable
+        empty="No invitations yet."
+        label="Invitations"
+        rows={invitations.data}
+        rowKey={(i) => i.id}
+        columns={[
+          { header: "Email", cell: (i) => i.email },
+          { header: "Role", cell: (i) => i.role },
+          { header: "State", cell: (i) => <StateBadge state={i.state} /> },
+          { header: "Expires", cell: (i) => <When at={i.expiresAt} /> },
+          {
+            header: "",
+            cell: (i) =>
+              isAdmin && i.state === "pending" ? (
+                <button
+                  type="button"
+                  className="secondary"
+                  onClick={() => revokeInvite.mutate({ ...input, invitationId: i.id })}
+                >
+                  Revoke
+                </button>
+              ) : null,
+          },
+        ]}
+      />
     </>
   );
 }

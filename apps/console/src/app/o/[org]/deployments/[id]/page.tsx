@@ -39,22 +39,20 @@ function Replicas({ deploymentId }: { deploymentId: string }) {
         />{" "}
         Include stopped and failed replicas
       </label>
-      {replicas.data?.length === 0 ? <p className="panel empty">No replicas running.</p> : null}
-      {replicas.data && replicas.data.length > 0 ? (
-        <DataTable
-          label="Replicas"
-          rows={replicas.data}
-          rowKey={(r) => r.id}
-          columns={[
-            { header: "Replica", cell: (r) => <code>{r.id.slice(0, 8)}</code> },
-            { header: "State", cell: (r) => <StateBadge state={r.state} /> },
-            { header: "Reason", cell: (r) => r.stateReason ?? "" },
-            { header: "Restarts", cell: (r) => r.restarts },
-            { header: "Started", cell: (r) => <When at={r.startedAt} /> },
-            { header: "Ready", cell: (r) => <When at={r.readyAt} /> },
-          ]}
-        />
-      ) : null}
+      <DataTable
+        empty="No replicas running."
+        label="Replicas"
+        rows={replicas.data}
+        rowKey={(r) => r.id}
+        columns={[
+          { header: "Replica", cell: (r) => <code>{r.id.slice(0, 8)}</code> },
+          { header: "State", cell: (r) => <StateBadge state={r.state} /> },
+          { header: "Reason", cell: (r) => r.stateReason ?? "" },
+          { header: "Restarts", cell: (r) => r.restarts },
+          { header: "Started", cell: (r) => <When at={r.startedAt} /> },
+          { header: "Ready", cell: (r) => <When at={r.readyAt} /> },
+        ]}
+      />
     </>
   );
 }
@@ -66,9 +64,9 @@ function ScalingEvents({ deploymentId }: { deploymentId: string }) {
     ...trpc.deployments.scalingEvents.queryOptions({ orgId: org.id, deploymentId }),
     refetchInterval: 5_000,
   });
-  if (events.data?.length === 0) return <p className="panel empty">No scaling events yet.</p>;
-  return events.data ? (
+  return (
     <DataTable
+      empty="No scaling events yet. Deploys, the autoscaler and scaling changes record them here."
       label="Scaling events"
       rows={events.data}
       rowKey={(e) => e.id}
@@ -78,7 +76,7 @@ function ScalingEvents({ deploymentId }: { deploymentId: string }) {
         { header: "Reason", cell: (e) => e.reason },
       ]}
     />
-  ) : null;
+  );
 }
 
 function DeploymentDetail() {
