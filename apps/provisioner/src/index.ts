@@ -1,0 +1,7 @@
+export * from "./controller/index.js";
+export {
+  defaultDriverFactory,
+  type Provisioner,
+  type ProvisionerOptions,
+  startProvisioner,
+} from "./provisioner.js";
