@@ -10,6 +10,7 @@ import { deploymentsRouter } from "./routers/deployments.js";
 import { invitationsRouter } from "./routers/invitations.js";
 import { environmentsRouter, jobsRouter } from "./routers/jobs.js";
 import { membersRouter } from "./routers/members.js";
+import { metricsRouter } from "./routers/metrics.js";
 import { orgsRouter } from "./routers/orgs.js";
 import { rayServeRouter } from "./routers/rayServe.js";
 import { trafficRouter } from "./routers/traffic.js";
@@ -34,6 +35,7 @@ export const appRouter = router({
   billing: billingRouter,
   usage: usageRouter,
   slo: sloRouter,
+  metrics: metricsRouter,
 });
 
 export type AppRouter = typeof appRouter;

@@ -311,6 +311,14 @@ const fixtures: Record<string, (w: World) => Case[]> = {
   "slo.incidents": ({ A, B }) => [
     { input: { orgId: B.orgId } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId }, check: revealsNothingOfB },
+  ],
+  "metrics.deployment": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
+  "metrics.adminDeployments": () => [{ input: {} }],
+  "metrics.clusterUsage": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
     { input: { orgId: A.orgId }, check: revealsNothingOfB },
   ],
 };
