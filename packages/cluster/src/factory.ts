@@ -38,7 +38,8 @@ function kubernetesManifestOptions(c: Record<string, unknown>): Partial<Manifest
 
 /** What the process creating drivers wires in (not part of the cluster row). */
 export interface DriverHooks {
-  local?: Omit<LocalDriverOptions, "driverConfig">;
+  /** onLog (replica output), onError, dataDir (when the row names none), a shared environmentBuilder. */
+  local?: Omit<LocalDriverOptions, "driverConfig" | "clusterId">;
 }
 
 /** The driver a cluster row asks for. */
@@ -46,7 +47,11 @@ export function createDriver(cluster: ClusterDriverRow, hooks: DriverHooks = {})
   const config = cluster.driverConfig ?? {};
   switch (cluster.driver) {
     case "local":
-      return new LocalDriver({ ...hooks.local, driverConfig: config });
+      return new LocalDriver({
+        ...hooks.local,
+        driverConfig: config,
+        ...(cluster.id ? { clusterId: cluster.id } : {}),
+      });
     case "kubernetes":
       return new KubernetesDriver({
         kubeConfig: loadKubeConfig(config),

@@ -2,7 +2,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { type DeploymentConfigInput, deploymentConfig, environmentHash, TesseraError } from "@tessera/core";
+import { EnvironmentBuilder } from "@tessera/env-builder";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+// The env-builder's own offline wheel maker: a pip environment without network access.
+import { makeWheel } from "../../env-builder/test/support/wheels.js";
 import type { ReplicaEvent, ReplicaSpec } from "../src/driver.js";
 import { createDriver } from "../src/factory.js";
 import { LocalDriver, parseReplicaLogLine, type ReplicaLogLine } from "../src/local/index.js";
@@ -29,6 +32,18 @@ class Probe:
     def alloc(self, body):
         block = bytearray(int(body["mb"]) * 1024 * 1024)
         return {"allocated": len(block)}
+`;
+const PKG_HANDLER = `import sys
+import tesspkg
+from tessera import route
+
+class Pkg:
+    def __init__(self, config):
+        pass
+
+    @route.get("/pkg")
+    def pkg(self):
+        return {"version": tesspkg.VERSION, "prefix": sys.prefix}
 `;
 const BROKEN_HANDLER = `class Broken:
     def __init__(self):
@@ -71,7 +86,16 @@ function replicaSpec(
   };
 }
 const python = (clusterId: string, replicaId: string) =>
-  replicaSpec(clusterId, replicaId, { runtime: "python", entry: "handler:Dataframe" }, PYTHON_EXAMPLE);
+  replicaSpec(
+    clusterId,
+    replicaId,
+    {
+      runtime: "python",
+      entry: "handler:Dataframe",
+      healthCheck: { periodS: 1, timeoutS: 2, failureThreshold: 1, startupTimeoutS: 60 },
+    },
+    PYTHON_EXAMPLE,
+  );
 
 const alive = (pid: number) => {
   try {
@@ -113,10 +137,16 @@ describe("LocalDriver with real python and node replicas", () => {
   const logs: ReplicaLogLine[] = [];
   const errors: unknown[] = [];
   const drivers: LocalDriver[] = [];
-  const newDriver = () => {
+  const wheels = mkdtempSync(join(tmpdir(), "tessera-local-driver-wheels-"));
+  // Offline: pip installs only from the wheel made in beforeAll.
+  const environmentBuilder = new EnvironmentBuilder({
+    root: join(dataDir, "envs"),
+    pipArgs: ["--no-index", "--find-links", wheels],
+  });
+  const newDriver = (clusterId?: string) => {
     const d = createDriver(
-      { id: CLUSTER_A, driver: "local", driverConfig },
-      { local: { onLog: (l) => logs.push(l), onError: (e) => errors.push(e) } },
+      { ...(clusterId ? { id: clusterId } : {}), driver: "local", driverConfig },
+      { local: { onLog: (l) => logs.push(l), onError: (e) => errors.push(e), environmentBuilder } },
     ) as LocalDriver;
     d.watch((e) => events.push(e));
     drivers.push(d);
@@ -135,12 +165,15 @@ describe("LocalDriver with real python and node replicas", () => {
     );
 
   beforeAll(() => {
+    makeWheel("python3", wheels, "tesspkg", "1.2.3");
     driver = newDriver();
   });
   afterAll(async () => {
     for (const c of [CLUSTER_A, CLUSTER_B]) await driver.destroyCluster(c).catch(() => {});
     for (const d of drivers) await d.close();
+    await environmentBuilder.close();
     rmSync(dataDir, { recursive: true, force: true });
+    rmSync(wheels, { recursive: true, force: true });
   });
 
   it("gives each cluster its own directory and a port range no other cluster shares, idempotently", async () => {
@@ -188,7 +221,12 @@ describe("LocalDriver with real python and node replicas", () => {
 
   it("runs the typescript example from its esbuild bundle", async () => {
     await driver.startReplica(
-      replicaSpec(CLUSTER_A, "ts-1", { runtime: "node", entry: "handler.ts:Dataframe" }, TS_EXAMPLE),
+      replicaSpec(
+        CLUSTER_A,
+        "ts-1",
+        { runtime: "node", entry: "handler.ts:Dataframe", resources: { cpus: 1, memoryMb: 128 } },
+        TS_EXAMPLE,
+      ),
     );
     const ready = await waitPhase("ts-1", "ready", 30_000);
     expect(await dedupe(ready.address as string)).toEqual({
@@ -199,6 +237,7 @@ describe("LocalDriver with real python and node replicas", () => {
     const cmdline = readFileSync(`/proc/${proc?.pid}/cmdline`, "utf8").split("\0");
     expect(cmdline.some((a) => a.endsWith(".mjs"))).toBe(true);
     expect(cmdline.some((a) => a.includes("tsx"))).toBe(false);
+    expect(cmdline).toContain("--max-old-space-size=96");
     await driver.stopReplica(CLUSTER_A, "ts-1");
   });
 
@@ -216,6 +255,21 @@ describe("LocalDriver with real python and node replicas", () => {
     const after = await driver.replicaProcess(CLUSTER_A, "py-1");
     expect(after?.pid).not.toBe(before?.pid);
     expect(await dedupe(lastEvent("py-1")?.address as string)).toMatchObject({ status: 200 });
+  });
+
+  it("reports a ready replica whose health check fails as starting, and ready again once it passes", async () => {
+    const address = lastEvent("py-1")?.address as string;
+    const setHealthy = (healthy: boolean) =>
+      fetch(`${address}/admin/health`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ healthy }),
+      });
+    expect((await setHealthy(false)).status).toBe(200);
+    const unready = await waitPhase("py-1", "starting");
+    expect(unready.reason).toMatch(/^not ready/);
+    expect((await setHealthy(true)).status).toBe(200);
+    expect(await waitPhase("py-1", "ready")).toMatchObject({ restarts: 1, address });
   });
 
   it("drains on stop: an in-flight slow request finishes, then the replica is stopped and gone", async () => {
@@ -322,11 +376,42 @@ describe("LocalDriver with real python and node replicas", () => {
     }
   });
 
+  it("builds a pip environment with the environment builder and runs the replica in it", async () => {
+    const request = {
+      clusterId: CLUSTER_A,
+      hash: environmentHash("python", { kind: "pip", requirements: ["tesspkg==1.2.3"] }),
+      runtime: "python" as const,
+      spec: { kind: "pip" as const, requirements: ["tesspkg==1.2.3"] },
+    };
+    const buildLog: string[] = [];
+    const env = await driver.ensureEnvironment(request, (line) => buildLog.push(line));
+    expect(env.hash).toBe(request.hash);
+    expect(existsSync(join(env.location, "bin", "python"))).toBe(true);
+    expect(buildLog.join("\n")).toMatch(/tesspkg/);
+    const spec = replicaSpec(
+      CLUSTER_A,
+      "py-env",
+      { runtime: "python", entry: "handler:Pkg", environment: request.spec },
+      { "handler.py": PKG_HANDLER },
+    );
+    await driver.startReplica({ ...spec, environment: env });
+    const address = (await waitPhase("py-env", "ready", 30_000)).address as string;
+    const info = (await (await fetch(`${address}/pkg`)).json()) as { version: string; prefix: string };
+    expect(info).toEqual({ version: "1.2.3", prefix: env.location });
+    await driver.stopReplica(CLUSTER_A, "py-env");
+  });
+
   it("a new driver on the same data dir adopts running replicas without restarting them", async () => {
     await driver.startReplica(python(CLUSTER_A, "py-2"));
     const address = (await waitPhase("py-2", "ready")).address as string;
     const original = await driver.replicaProcess(CLUSTER_A, "py-2");
     await driver.close();
+
+    // A driver made for one cluster row adopts only that cluster's replicas.
+    const scoped = newDriver(CLUSTER_B);
+    expect(await scoped.listReplicas(CLUSTER_A)).toEqual([]);
+    expect((await scoped.listReplicas(CLUSTER_B)).map((r) => r.replicaId)).toEqual(["probe"]);
+    await scoped.close();
 
     const successor = newDriver();
     const adopted = await successor.listReplicas(CLUSTER_A);
@@ -365,5 +450,102 @@ describe("LocalDriver with real python and node replicas", () => {
     expect(await driver.listReplicas(CLUSTER_B)).toEqual([]);
     await driver.destroyCluster(CLUSTER_B); // unknown: no-op
     expect(errors.filter((e) => !/not found: replica/.test(String(e)))).toEqual([]);
+  });
+});
+
+const SPY_HANDLER = `import os
+from tessera import route
+
+def attempt(fn):
+    try:
+        fn()
+        return "allowed"
+    except PermissionError:
+        return "denied"
+    except Exception as e:
+        return type(e).__name__
+
+class Spy:
+    def __init__(self, config):
+        self.c = config
+
+    @route.get("/spy")
+    def spy(self):
+        c = self.c
+        return {
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "groups": os.getgroups(),
+            "provisionerEnviron": attempt(lambda: open("/proc/%d/environ" % c["provisionerPid"], "rb").read()),
+            "signalProvisioner": attempt(lambda: os.kill(c["provisionerPid"], 0)),
+            "otherCluster": attempt(lambda: os.listdir(c["otherCluster"])),
+            "replicaJson": attempt(lambda: open(c["replicaJson"]).read()),
+            "writeCode": attempt(lambda: open(os.path.join(os.environ["TESSERA_CODE_DIR"], "x.py"), "w").write("x")),
+            "writeHome": attempt(lambda: open(os.path.join(os.environ["HOME"], "x.txt"), "w").write("x")),
+        }
+`;
+
+// Switching users needs root, and an interpreter outside root's home (pyenv lives in /root).
+const canSwitchUsers = process.getuid?.() === 0 && existsSync("/usr/bin/python3");
+
+describe.skipIf(!canSwitchUsers)("LocalDriver with per-cluster users (runAsUid)", () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "tessera-local-driver-uid-"));
+  const events: ReplicaEvent[] = [];
+  const driver = new LocalDriver({
+    driverConfig: {
+      dataDir,
+      portRangeFrom: 38_100,
+      portRangeTo: 38_139,
+      portsPerCluster: 20,
+      python: "/usr/bin/python3",
+      runAsUid: 61_000,
+      drainTimeoutS: 2,
+    },
+    onError: () => {},
+  });
+  driver.watch((e) => events.push(e));
+  afterAll(async () => {
+    for (const c of [CLUSTER_A, CLUSTER_B]) await driver.destroyCluster(c);
+    await driver.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it("runs each cluster as its own user, unable to reach the provisioner or another cluster", async () => {
+    const a = await driver.provisionCluster(clusterSpec(CLUSTER_A));
+    const b = await driver.provisionCluster(clusterSpec(CLUSTER_B));
+    expect([a.state.uid, b.state.uid]).toEqual([61_000, 61_001]);
+    const replicaDir = join(dataDir, "clusters", CLUSTER_A, "replicas", "spy");
+    await driver.startReplica(
+      replicaSpec(
+        CLUSTER_A,
+        "spy",
+        {
+          runtime: "python",
+          entry: "handler:Spy",
+          userConfig: {
+            provisionerPid: process.pid,
+            otherCluster: join(dataDir, "clusters", CLUSTER_B),
+            replicaJson: join(replicaDir, "replica.json"),
+          },
+        },
+        { "handler.py": SPY_HANDLER },
+      ),
+    );
+    const ready = await waitFor("spy ready", () =>
+      events.find((e) => e.replicaId === "spy" && (e.phase === "ready" || e.phase === "failed")),
+    );
+    expect(ready).toMatchObject({ phase: "ready" });
+    const seen = await (await fetch(`${ready.address}/spy`)).json();
+    expect(seen).toEqual({
+      uid: 61_000,
+      gid: 61_000,
+      groups: expect.not.arrayContaining([0]),
+      provisionerEnviron: "denied",
+      signalProvisioner: "denied",
+      otherCluster: "denied",
+      replicaJson: "denied",
+      writeCode: "denied",
+      writeHome: "allowed",
+    });
   });
 });

@@ -1,4 +1,13 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { TesseraError } from "@tessera/core";
 import { builderOptionsFromEnv, EnvironmentBuilder } from "@tessera/env-builder";
@@ -12,6 +21,7 @@ import type {
   ReplicaSpec,
   ReplicaStatus,
 } from "../driver.js";
+import { clusterUid, confineClusterDirs, confineReplicaDir } from "./isolation.js";
 import { findExecutable, type HostTools, prepareReplicaLaunch, resolvePython } from "./launch.js";
 import type { ReplicaLogLine } from "./logs.js";
 import { claimPortSlot, type PortRange, pickPort, releasePortSlot } from "./ports.js";
@@ -28,6 +38,13 @@ export interface LocalDriverOptions {
   onError?: (err: unknown) => void;
   /** Share one builder with the provisioner's build jobs; default: one rooted at `<dataDir>/envs`. */
   environmentBuilder?: EnvironmentBuilder;
+  /** The data dir when `driverConfig` names none (e.g. the provisioner's `--data-dir`). */
+  dataDir?: string;
+  /**
+   * When the driver serves one cluster row (as `createDriver(cluster)` makes it), it adopts only
+   * that cluster's replicas: drivers of other rows sharing the data dir supervise theirs.
+   */
+  clusterId?: string;
 }
 
 /** cluster.json: the facts of one provisioned cluster. */
@@ -39,6 +56,8 @@ interface ClusterRecord {
   quota: ClusterSpec["quota"];
   slot: number;
   ports: PortRange;
+  /** The Unix user (and group) of the cluster's replicas when `runAsUid` is set. */
+  uid?: number;
 }
 
 /** Ids become directory names: nothing that could climb out of the data dir. */
@@ -65,7 +84,7 @@ function writeJsonAtomic(file: string, value: unknown): void {
  * Runs tenant clusters as local processes: one directory and one slice of the port range per
  * cluster, one process group per replica (the runtime and everything it starts), with OS limits
  * (prlimit memory, taskset CPUs) and a scrubbed environment. State lives in files under the data
- * dir, so a restarted provisioner adopts the replicas still running. See ./README.md.
+ * dir, so a restarted provisioner adopts the replicas still running. See packages/cluster/README.md.
  */
 export class LocalDriver implements ClusterDriver {
   readonly kind = "local" as const;
@@ -84,9 +103,14 @@ export class LocalDriver implements ClusterDriver {
   /** Port picking is check-then-bind: serialised so two replicas never get the same port. */
   private portLock: Promise<unknown> = Promise.resolve();
   private closed = false;
+  private readonly scope: string | undefined;
 
   constructor(options: LocalDriverOptions = {}) {
-    this.settings = localDriverSettings(options.driverConfig ?? {});
+    const config = options.driverConfig ?? {};
+    this.settings = localDriverSettings(
+      config.dataDir === undefined && options.dataDir ? { ...config, dataDir: options.dataDir } : config,
+    );
+    this.scope = options.clusterId;
     this.onLog = options.onLog ?? (() => {});
     this.onError = options.onError ?? ((err) => console.error("[local-driver]", err));
     this.tools = {
@@ -106,7 +130,15 @@ export class LocalDriver implements ClusterDriver {
         root: join(this.settings.dataDir, "envs"),
         python: this.settings.python,
       });
+    if (this.settings.runAsUid !== null && process.getuid?.() !== 0)
+      throw new TesseraError(
+        "VALIDATION_FAILED",
+        "local driver config: runAsUid needs a provisioner running as root",
+      );
     mkdirSync(this.clustersDir(), { recursive: true });
+    // Per-cluster users must be able to walk down to their own cluster directory (not list others).
+    if (this.settings.runAsUid !== null)
+      for (const dir of [this.settings.dataDir, this.clustersDir()]) chmodSync(dir, 0o711);
     this.adopted = Promise.resolve().then(() => this.adoptFromDisk());
   }
 
@@ -128,8 +160,10 @@ export class LocalDriver implements ClusterDriver {
       quota: spec.quota,
       slot,
       ports: range,
+      ...(this.settings.runAsUid !== null ? { uid: clusterUid(this.settings.runAsUid, slot) } : {}),
     };
     mkdirSync(join(dir, "replicas"), { recursive: true, mode: 0o700 });
+    if (record.uid !== undefined) await confineClusterDirs([dir, join(dir, "replicas")], record.uid);
     writeJsonAtomic(join(dir, "cluster.json"), record);
     this.clusters.set(spec.clusterId, record);
     return {
@@ -137,6 +171,7 @@ export class LocalDriver implements ClusterDriver {
       state: {
         directory: dir,
         portRange: range,
+        ...(record.uid !== undefined ? { uid: record.uid } : {}),
         memoryLimit: this.tools.prlimit ? "prlimit --data" : "not enforced",
         cpuLimit: this.tools.taskset ? "taskset" : "not enforced",
       },
@@ -204,6 +239,10 @@ export class LocalDriver implements ClusterDriver {
         basePython: () => this.resolveBasePython(),
         tools: this.tools,
       });
+      if (cluster.uid !== undefined) {
+        await confineReplicaDir(dir, cluster.uid);
+        record.launch.uid = cluster.uid;
+      }
     } catch (err) {
       // Tenant-side problems (code that does not bundle, an environment not built) make a failed
       // replica the controller can report; a malformed request is the caller's error.
@@ -215,7 +254,9 @@ export class LocalDriver implements ClusterDriver {
       replica.failBeforeStart((err as Error).message);
       return replica.status();
     }
-    await replica.start();
+    // Stopped while its code was being prepared: leave nothing behind.
+    if (replica.phase === "stopped") rmSync(dir, { recursive: true, force: true });
+    else await replica.start();
     return replica.status();
   }
 
@@ -338,6 +379,7 @@ export class LocalDriver implements ClusterDriver {
   /** Re-attaches to every replica a previous driver left in the data dir. */
   private adoptFromDisk(): void {
     for (const clusterId of readdirSync(this.clustersDir())) {
+      if (this.scope !== undefined && clusterId !== this.scope) continue;
       if (!SAFE_ID.test(clusterId) || !this.cluster(clusterId)) continue;
       const replicasDir = join(this.clusterDir(clusterId), "replicas");
       if (!existsSync(replicasDir)) continue;

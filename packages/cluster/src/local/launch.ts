@@ -14,6 +14,8 @@ export interface ReplicaLaunch {
   args: string[];
   env: Record<string, string>;
   cwd: string;
+  /** Run as this uid (and gid of the same number): per-cluster users, see isolation.ts. */
+  uid?: number;
 }
 
 /** What the host offers to enforce per-replica limits (absolute paths, or null when missing). */
@@ -155,12 +157,14 @@ export async function prepareReplicaLaunch(o: PrepareOptions): Promise<ReplicaLa
   if (spec.runtime === "python") {
     let python: string;
     if (envKind === "pip" || envKind === "conda") {
-      python = join(spec.environment.location, "bin", "python");
-      if (!existsSync(python))
+      const bin = join(spec.environment.location, "bin");
+      const found = ["python", "python3"].map((n) => join(bin, n)).find((p) => existsSync(p));
+      if (!spec.environment.location || !found)
         throw new TesseraError(
           "ENV_BUILD_FAILED",
-          `environment ${spec.environment.hash} has no interpreter at ${python}: build it with ensureEnvironment first`,
+          `environment ${spec.environment.hash} has no python in '${bin}': build it with ensureEnvironment first`,
         );
+      python = found;
     } else python = await o.basePython();
     launch = pythonReplicaCommand({ python, env, home });
   } else {

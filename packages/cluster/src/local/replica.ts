@@ -198,6 +198,7 @@ export class SupervisedReplica {
         env: r.launch.env,
         detached: true,
         stdio: ["ignore", out, err],
+        ...(r.launch.uid !== undefined ? { uid: r.launch.uid, gid: r.launch.uid } : {}),
       });
     } finally {
       closeSync(out);

@@ -20,6 +20,11 @@ export interface LocalDriverSettings {
   quickCrashMs: number;
   /** After this many quick crashes in a row the replica is `failed` and no longer restarted. */
   maxQuickCrashes: number;
+  /**
+   * When set (root provisioner only), replicas of the cluster in port slot n run as uid = gid =
+   * runAsUid + n, confined to their own directory (see isolation.ts). Null: the provisioner's user.
+   */
+  runAsUid: number | null;
 }
 
 export const DEFAULT_LOCAL_SETTINGS: Omit<LocalDriverSettings, "dataDir"> = {
@@ -32,6 +37,7 @@ export const DEFAULT_LOCAL_SETTINGS: Omit<LocalDriverSettings, "dataDir"> = {
   restartBackoffMaxMs: 30_000,
   quickCrashMs: 30_000,
   maxQuickCrashes: 5,
+  runAsUid: null,
 };
 
 const NUMERIC_LIMITS: Record<string, [min: number, max: number, integer: boolean]> = {
@@ -43,6 +49,7 @@ const NUMERIC_LIMITS: Record<string, [min: number, max: number, integer: boolean
   restartBackoffMaxMs: [1, 3_600_000, true],
   quickCrashMs: [0, 3_600_000, true],
   maxQuickCrashes: [1, 1000, true],
+  runAsUid: [1000, 4_000_000_000, true],
 };
 
 function invalid(message: string): TesseraError {
