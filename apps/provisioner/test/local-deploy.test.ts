@@ -218,6 +218,32 @@ describe("deploying through the provisioner onto local processes", () => {
     expect(back.revisionId).toBe(pyRev);
   });
 
+  it("replaces a replica whose readiness keeps failing", async () => {
+    const r = await deploy(
+      "demo",
+      "watched",
+      { ...pythonConfig, healthCheck: { periodS: 1, timeoutS: 0.5, failureThreshold: 1 } },
+      { "handler.py": PYTHON },
+      0,
+    );
+    expect((await jobDone(r.jobId)).state).toBe("succeeded");
+    const [sick] = await db()
+      .select()
+      .from(replicas)
+      .where(and(eq(replicas.deploymentId, r.deployment.id), eq(replicas.state, "ready")));
+    expect((await call(sick!.address!, "/admin/health", { healthy: false })).body).toEqual({
+      healthy: false,
+    });
+    const replacement = await waitFor("a healthy replacement", async () => {
+      const [ready] = await readyAddresses(r.deployment.id);
+      return ready && ready !== sick!.address ? ready : undefined;
+    });
+    expect((await call(replacement, "/info")).status).toBe(200);
+    const [gone] = await db().select().from(replicas).where(eq(replicas.id, sick!.id));
+    expect(gone!.state).toBe("failed");
+    expect(gone!.stateReason).toMatch(/^failed readiness checks for over 1\.5s/);
+  });
+
   it("adopts running replicas after a provisioner restart, and finishes a deploy it was in", async () => {
     const before = await readyAddresses(pyDep, pyRev);
     const v3 = PYTHON.replace('"runtime": "python",', '"runtime": "python", "v": 3,');
