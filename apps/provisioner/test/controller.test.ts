@@ -356,6 +356,26 @@ describe("controller", () => {
     expect([...driver.replicas.values()].filter((x) => x.deploymentId === depId)).toHaveLength(0);
   });
 
+  it("never starts a replica twice when two provisioners share the platform", async () => {
+    const second = platform.startProvisioner();
+    await second.ready;
+    try {
+      const r = await deploy("pair", config({ numReplicas: 3 }), code(), 0);
+      // Both reconcile the new deployment at once, over and over, while it rolls out.
+      for (let i = 0; i < 10; i++) {
+        await Promise.all([
+          provisioner.controller.reconcileDeployment(r.deployment.id),
+          second.controller.reconcileDeployment(r.deployment.id),
+        ]);
+      }
+      expect((await jobDone(r.jobId)).state).toBe("succeeded");
+      expect(driver.startedSpecs.filter((x) => x.deploymentId === r.deployment.id)).toHaveLength(3);
+      expect(await readyReplicas(r.deployment.id)).toHaveLength(3);
+    } finally {
+      await second.close();
+    }
+  });
+
   it("finishes a deploy that a stopped provisioner left half done", async () => {
     const release = driver.gateEnvironments();
     const r = await deploy(
