@@ -7,6 +7,7 @@ import {
   replicas,
   revisions,
   scalingEvents,
+  usageEvents,
 } from "@tessera/db";
 import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

@@ -15,7 +15,7 @@ import {
 import { and, asc, eq, inArray, isNull, ne, or, sql } from "drizzle-orm";
 import type { Redis } from "ioredis";
 import { acquireOrRenewLease, releaseLease } from "../autoscaling/leader-lease.js";
-import { EnvironmentBuilds } from "./environment-builds.js";
+import { type BuildCharge, EnvironmentBuilds } from "./environment-builds.js";
 import { componentLog, type Log } from "./log.js";
 import { type HandleSettings, replicaHandleEnv } from "./replica-env.js";
 import {
@@ -440,7 +440,7 @@ export class Controller {
     }
     mine = mine.filter((r) => isServing(r));
     if (mine.length < count) {
-      const env = this.builds.ensure(driver, view.cluster.id, rev.envHash, notBefore);
+      const env = this.builds.ensure(driver, view.cluster.id, rev.envHash, notBefore, chargeOf(view, rev));
       if (env.state === "ready")
         await this.startReplicas(view, driver, rev, config, env.handle, count - mine.length);
       else if (env.state === "failed") {
@@ -536,7 +536,13 @@ export class Controller {
       await this.setRevisionState(desired, "building");
       await this.setDeploymentState(dep, "deploying");
     }
-    const build = this.builds.ensure(driver, view.cluster.id, desired.envHash, desired.createdAt.getTime());
+    const build = this.builds.ensure(
+      driver,
+      view.cluster.id,
+      desired.envHash,
+      desired.createdAt.getTime(),
+      chargeOf(view, desired),
+    );
     if (build.state === "failed")
       return this.failRollout(view, driver, desired, live, `environment build failed: ${build.reason}`);
     if (build.state === "building") return;
@@ -919,6 +925,10 @@ export class Controller {
 function stopOrder(a: ReplicaRow, b: ReplicaRow): number {
   if ((a.state === "ready") !== (b.state === "ready")) return a.state === "ready" ? 1 : -1;
   return b.startedAt.getTime() - a.startedAt.getTime();
+}
+
+function chargeOf(view: DeploymentView, rev: RevisionView): BuildCharge {
+  return { orgId: view.dep.orgId, deploymentId: view.dep.id, revisionId: rev.id };
 }
 
 function parseConfig(rev: RevisionView): DeploymentConfig {

@@ -1,6 +1,6 @@
 import type { ClusterDriver, EnvironmentHandle } from "@tessera/cluster";
 import { type EnvironmentSpec, environmentSpec, type RuntimeKind } from "@tessera/core";
-import { type Database, environmentLogs, environments } from "@tessera/db";
+import { type Database, environmentLogs, environments, usageEvents } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import type { Log } from "./log.js";
 
@@ -8,6 +8,13 @@ export type EnvironmentBuildState =
   | { state: "building" }
   | { state: "ready"; handle: EnvironmentHandle }
   | { state: "failed"; reason: string; failedAt: number };
+
+/** Who a build is metered to (`build_seconds`): the revision whose rollout needed it. */
+export interface BuildCharge {
+  orgId: string;
+  deploymentId: string;
+  revisionId: string;
+}
 
 interface Build {
   status: EnvironmentBuildState;
@@ -33,12 +40,18 @@ export class EnvironmentBuilds {
    * The build's state, starting it when none is known here. A failed build is retried only for
    * work that started after it failed (`notBefore`, epoch ms), so one revision sees one failure.
    */
-  ensure(driver: ClusterDriver, clusterId: string, hash: string, notBefore: number): EnvironmentBuildState {
+  ensure(
+    driver: ClusterDriver,
+    clusterId: string,
+    hash: string,
+    notBefore: number,
+    chargeTo?: BuildCharge,
+  ): EnvironmentBuildState {
     const key = `${clusterId}:${hash}`;
     const known = this.builds.get(key);
     if (known && !(known.status.state === "failed" && known.status.failedAt < notBefore)) return known.status;
     const build: Build = { status: { state: "building" }, done: Promise.resolve() };
-    build.done = this.run(driver, clusterId, hash).then(
+    build.done = this.run(driver, clusterId, hash, chargeTo).then(
       (handle) => {
         build.status = { state: "ready", handle };
       },
@@ -63,19 +76,50 @@ export class EnvironmentBuilds {
     return build.status;
   }
 
+  /** One `build_seconds` usage event per build, idempotent on its id; failed builds count too. */
+  private async meter(hash: string, clusterId: string, started: Date, chargeTo: BuildCharge | undefined) {
+    if (!chargeTo) return;
+    const finished = new Date();
+    try {
+      await this.db
+        .insert(usageEvents)
+        .values({
+          id: `build:${clusterId}:${hash}:${started.getTime()}`,
+          orgId: chargeTo.orgId,
+          deploymentId: chargeTo.deploymentId,
+          revisionId: chargeTo.revisionId,
+          kind: "build_seconds",
+          quantity: (finished.getTime() - started.getTime()) / 1000,
+          at: finished,
+          meta: { envHash: hash, clusterId },
+        })
+        .onConflictDoNothing();
+    } catch (err) {
+      this.log("warn", "build usage not recorded", { hash, err: String(err) });
+    }
+  }
+
   /** Resolves when every build started so far has finished. */
   async settled(): Promise<void> {
     await Promise.all([...this.builds.values()].map((b) => b.done));
   }
 
-  private async run(driver: ClusterDriver, clusterId: string, hash: string): Promise<EnvironmentHandle> {
+  private async run(
+    driver: ClusterDriver,
+    clusterId: string,
+    hash: string,
+    chargeTo: BuildCharge | undefined,
+  ): Promise<EnvironmentHandle> {
     const [row] = await this.db.select().from(environments).where(eq(environments.hash, hash));
     if (!row) throw new Error(`environment ${hash} is not recorded`);
+    const started = new Date();
+    // Finding an environment already built (a restart, another cluster's build) costs nothing.
+    const metered = chargeTo && row.state !== "ready" ? chargeTo : undefined;
     const spec = environmentSpec.safeParse(row.spec);
     if (!spec.success) throw new Error(`environment ${hash} has an invalid spec`);
     await this.db
       .update(environments)
-      .set({ state: "building", startedAt: new Date(), finishedAt: null, failureReason: null })
+      .set({ state: "building", startedAt: started, finishedAt: null, failureReason: null })
       .where(eq(environments.hash, hash));
     const lines = new LineWriter(this.db, hash, this.log);
     try {
@@ -88,6 +132,7 @@ export class EnvironmentBuilds {
         .update(environments)
         .set({ state: "ready", path: handle.location, finishedAt: new Date() })
         .where(eq(environments.hash, hash));
+      await this.meter(hash, clusterId, started, metered);
       return handle;
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
@@ -97,6 +142,7 @@ export class EnvironmentBuilds {
         .update(environments)
         .set({ state: "failed", failureReason: reason.slice(0, 4000), finishedAt: new Date() })
         .where(eq(environments.hash, hash));
+      await this.meter(hash, clusterId, started, metered);
       this.log("warn", "environment build failed", { hash, clusterId, reason });
       throw err;
     }
