@@ -135,6 +135,16 @@ describe("controller", () => {
       .from(environmentLogs)
       .where(eq(environmentLogs.envHash, r.revision.envHash));
     expect(logs.map((l) => l.line)).toContain("done");
+    // The build is metered to the organisation whose deploy needed it.
+    const usage = await db().select().from(usageEvents).where(eq(usageEvents.kind, "build_seconds"));
+    expect(usage).toHaveLength(1);
+    expect(usage[0]).toMatchObject({
+      orgId,
+      deploymentId: depId,
+      revisionId: v1,
+      meta: { envHash: r.revision.envHash },
+    });
+    expect(usage[0]!.quantity).toBeGreaterThanOrEqual(0);
     expect(platform.routingNotices).toContain(depId);
     const spec = driver.startedSpecs.find((s) => s.deploymentId === depId)!;
     expect(spec).toMatchObject({ deploymentName: "echo", applicationName: "app", revisionVersion: 1, orgId });
@@ -375,6 +385,17 @@ describe("controller", () => {
     } finally {
       await second.close();
     }
+  });
+
+  it("provisions and destroys a second cluster", async () => {
+    const { cluster, jobId } = await api.clusters.create({ orgId, name: "spare" });
+    expect((await jobDone(jobId)).state).toBe("succeeded");
+    expect(driver.provisioned.has(cluster.id)).toBe(true);
+    const del = await api.clusters.delete({ orgId, clusterId: cluster.id });
+    expect((await jobDone(del.jobId)).state).toBe("succeeded");
+    const [row] = await db().select().from(clusters).where(eq(clusters.id, cluster.id));
+    expect(row!.state).toBe("deleted");
+    expect(driver.provisioned.has(cluster.id)).toBe(false);
   });
 
   it("finishes a deploy that a stopped provisioner left half done", async () => {
