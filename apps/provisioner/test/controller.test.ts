@@ -398,6 +398,29 @@ describe("controller", () => {
     expect(driver.provisioned.has(cluster.id)).toBe(false);
   });
 
+  it("ends the rollout of a deployment deleted while it deploys", async () => {
+    const release = driver.gateEnvironments();
+    let r: Awaited<ReturnType<typeof deploy>>;
+    try {
+      r = await deploy(
+        "doomed",
+        config({ numReplicas: 1, environment: { kind: "pip", requirements: ["scipy==1.13.0"] } }),
+        code(),
+        0,
+      );
+      await waitFor("building", async () => (await revisionRow(r.revision.id)).state === "building");
+      await api.deployments.delete({ orgId, deploymentId: r.deployment.id });
+      expect((await jobDone(r.jobId)).state).toBe("succeeded");
+      expect((await revisionRow(r.revision.id)).state).toBe("superseded");
+    } finally {
+      release();
+    }
+    await waitFor("deleted", async () => (await deploymentRow(r.deployment.id)).state === "deleted");
+    await provisioner.controller.builds.settled();
+    await provisioner.controller.reconcileDeployment(r.deployment.id);
+    expect(driver.startedSpecs.filter((x) => x.deploymentId === r.deployment.id)).toHaveLength(0);
+  });
+
   it("finishes a deploy that a stopped provisioner left half done", async () => {
     const release = driver.gateEnvironments();
     const r = await deploy(

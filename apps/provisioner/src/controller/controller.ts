@@ -289,6 +289,11 @@ export class Controller {
     const active = rows.filter((r) => r.state !== "stopped" && r.state !== "failed");
 
     if (dep.deletedAt) {
+      // Rollouts of a deleted deployment end here (their jobs stop following them).
+      await this.db
+        .update(revisions)
+        .set({ state: "superseded" })
+        .where(and(eq(revisions.deploymentId, dep.id), inArray(revisions.state, ROLLING_OUT)));
       await this.drain(view, driver, active.filter(isServing), "deployment deleted");
       if (active.length === 0 && dep.state !== "deleted")
         await this.db
