@@ -411,9 +411,10 @@ function readJson<T>(file: string): T | undefined {
 /** The ready record, only if what it points at still exists (a half-deleted env is rebuilt). */
 function readReady(dir: string): ReadyRecord | undefined {
   const record = readJson<ReadyRecord>(join(dir, READY));
-  return record && typeof record.interpreter === "string" && existsSync(record.interpreter)
-    ? record
-    : undefined;
+  if (!record || typeof record.interpreter !== "string" || typeof record.location !== "string")
+    return undefined;
+  const essential = record.runtime === "node" ? join(record.location, "node_modules") : record.interpreter;
+  return existsSync(essential) ? record : undefined;
 }
 
 function writeAtomically(file: string, content: string): void {
