@@ -86,6 +86,11 @@ export class LogFileFollower {
     public offset: number,
   ) {}
 
+  /** Where a later follower should resume: before the incomplete line held in memory. */
+  get resumeOffset(): number {
+    return Math.max(0, this.offset - Buffer.byteLength(this.partial));
+  }
+
   /** Reads what was appended since the last call and returns the complete lines. */
   poll(): string[] {
     let fd: number;

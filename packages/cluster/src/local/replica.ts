@@ -388,7 +388,7 @@ export class SupervisedReplica {
   /** Writes replica.json atomically (0600: the launch environment may hold a handle token). */
   persist(): void {
     if (this.phase === "stopped" || !existsSync(this.dir)) return;
-    this.record.logOffsets = Object.fromEntries(this.followers.map((f) => [f.stream, f.offset]));
+    this.record.logOffsets = Object.fromEntries(this.followers.map((f) => [f.stream, f.resumeOffset]));
     const file = join(this.dir, "replica.json");
     writeFileSync(`${file}.tmp`, JSON.stringify(this.record), { mode: 0o600 });
     renameSync(`${file}.tmp`, file);
