@@ -319,6 +319,27 @@ describe("LocalDriver with real python and node replicas", () => {
     expect(await driver.listReplicas(CLUSTER_A)).toEqual([]);
   });
 
+  it("kills and restarts a replica that is not ready within startupTimeoutS", async () => {
+    const slow = "import time\n\nclass Slow:\n    def __init__(self, config):\n        time.sleep(30)\n";
+    await driver.startReplica(
+      replicaSpec(
+        CLUSTER_A,
+        "slow",
+        {
+          runtime: "python",
+          entry: "handler:Slow",
+          healthCheck: { periodS: 1, timeoutS: 1, failureThreshold: 1, startupTimeoutS: 1 },
+        },
+        { "handler.py": slow },
+      ),
+    );
+    const restarted = await waitFor("slow restarted", () =>
+      events.find((e) => e.replicaId === "slow" && e.restarts === 1),
+    );
+    expect(restarted.reason).toMatch(/^not ready within 1 s; killed by SIGKILL/);
+    await driver.stopReplica(CLUSTER_A, "slow");
+  });
+
   it("gives tenant code a scrubbed environment and enforces the memory limit and CPU count", async () => {
     process.env.DATABASE_URL = "postgres://platform-secret@127.0.0.1/tessera";
     process.env.TESSERA_STRIPE_SECRET = "sk_live_platform";

@@ -139,7 +139,9 @@ export class LocalDriver implements ClusterDriver {
     // Per-cluster users must be able to walk down to their own cluster directory (not list others).
     if (this.settings.runAsUid !== null)
       for (const dir of [this.settings.dataDir, this.clustersDir()]) chmodSync(dir, 0o711);
-    this.adopted = Promise.resolve().then(() => this.adoptFromDisk());
+    this.adopted = Promise.resolve()
+      .then(() => this.adoptFromDisk())
+      .catch((err) => this.onError(err));
   }
 
   // ------------------------------------------------------------------ clusters

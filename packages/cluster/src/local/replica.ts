@@ -110,7 +110,11 @@ export class SupervisedReplica {
 
   /** Starts the first process of a new replica. */
   async start(): Promise<void> {
-    await this.spawnProcess();
+    try {
+      await this.spawnProcess();
+    } catch (err) {
+      this.failBeforeStart(`could not start: ${(err as Error).message}`);
+    }
   }
 
   /** Marks a replica that could not even be prepared (bad code, missing environment) as failed. */
