@@ -2,9 +2,16 @@ import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { buildNodeBundle, nodeReplicaCommand } from "@tessera/runtime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EnsuredEnvironment, EnvironmentBuilder, EnvironmentError } from "../src/index.js";
+import {
+  type EnsuredEnvironment,
+  EnvironmentBuilder,
+  type EnvironmentBuilderOptions,
+  EnvironmentError,
+} from "../src/index.js";
 import { LocalNpmRegistry } from "./support/npm-registry.js";
+import { probeContract, startReplica, versionsServedBy } from "./support/replica.js";
 
 let work: string;
 let registry: LocalNpmRegistry;
@@ -16,12 +23,16 @@ beforeAll(async () => {
   await registry.start();
   registry.addPackage("tessprobe", "1.0.0");
   registry.addPackage("tessprobe", "2.0.0");
-  builder = new EnvironmentBuilder({
+  builder = new EnvironmentBuilder(builderOptions());
+});
+
+function builderOptions(): EnvironmentBuilderOptions {
+  return {
     root: join(work, "envs"),
     // The operator's registry, and a cache of this test's own so nothing outside it is reused.
     npmArgs: ["--registry", `${registry.url}/`, "--cache", join(work, "npm-cache")],
-  });
-});
+  };
+}
 
 afterAll(async () => {
   await registry?.stop();
@@ -67,6 +78,25 @@ describe("npm environments", () => {
     expect(readFileSync(join(v1.location, "build.log"), "utf8")).toMatch(/added 1 package/);
   });
 
+  it("a node replica started in each environment serves the version of its own environment", async () => {
+    const [one, two] = await versionsServedBy(
+      [v1, v2].map(async (env, n) => {
+        const bundle = await buildNodeBundle({
+          codeDir: join(import.meta.dirname, "fixtures", "node-probe"),
+          entry: "handler.ts:Probe",
+          outDir: join(work, `bundle-${n}`),
+          nodeModulesDir: join(env.location, "node_modules"),
+        });
+        const contract = probeContract(n, bundle.dir, bundle.entry);
+        return startReplica(await nodeReplicaCommand({ bundle, env: contract, node: env.interpreter }));
+      }),
+    );
+    expect(one).toMatchObject({ version: "1.0.0" });
+    expect(two).toMatchObject({ version: "2.0.0" });
+    expect(one?.file.startsWith(v1.location)).toBe(true);
+    expect(two?.file.startsWith(v2.location)).toBe(true);
+  });
+
   it("reuses the environment for the same dependencies without installing again", async () => {
     const lines: string[] = [];
     const again = await builder.ensure(
@@ -76,6 +106,28 @@ describe("npm environments", () => {
     const { buildMs: _, ...located } = v1;
     expect(again).toEqual({ ...located, reused: true });
     expect(lines).toEqual([]);
+  });
+
+  it("with one build slot, a second spec waits for the first build to finish", async () => {
+    const oneAtATime = new EnvironmentBuilder({ ...builderOptions(), maxConcurrentBuilds: 1 });
+    const events: string[] = [];
+    const specs = { a: "~1.0.0", b: "<2" };
+    await Promise.all(
+      Object.entries(specs).map(([label, range]) =>
+        oneAtATime.ensure(
+          { runtime: "node", spec: { kind: "npm", dependencies: { tessprobe: range } } },
+          (l) => events.push(`${label}: ${l}`),
+        ),
+      ),
+    );
+    const queued = events.filter((e) => e.includes("waiting for a build slot"));
+    expect(queued).toHaveLength(1);
+    const second = queued[0]?.slice(0, 1);
+    const first = second === "a" ? "b" : "a";
+    const firstDone = events.findIndex((e) => e.startsWith(`${first}: `) && /ready in/.test(e));
+    const secondStarts = events.findIndex((e) => e.startsWith(`${second}: building `));
+    expect(firstDone).toBeGreaterThanOrEqual(0);
+    expect(secondStarts).toBeGreaterThan(firstDone);
   });
 
   it("a dependency the registry does not have fails the build with npm's reason in the log", async () => {

@@ -11,6 +11,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pythonReplicaCommand } from "@tessera/runtime-python";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type EnsuredEnvironment,
@@ -18,6 +19,8 @@ import {
   type EnvironmentBuilderOptions,
   EnvironmentError,
 } from "../src/index.js";
+import { canInstallIntoOtherPython, probePython } from "../src/python.js";
+import { probeContract, startReplica, versionsServedBy } from "./support/replica.js";
 import { makeWheel } from "./support/wheels.js";
 
 // The real interpreter, not a version-manager shim.
@@ -86,6 +89,21 @@ describe("pip environments", () => {
     expect(() => execFileSync(PYTHON, ["-c", "import tessprobe"], { stdio: "pipe" })).toThrow(
       /No module named/,
     );
+  });
+
+  it("a python replica started in each environment serves the version of its own environment", async () => {
+    const codeDir = join(import.meta.dirname, "fixtures", "python-probe");
+    const [one, two] = await versionsServedBy(
+      [v1, v2].map((env, n) =>
+        startReplica(
+          pythonReplicaCommand({ python: env.interpreter, env: probeContract(n, codeDir, "probe:Probe") }),
+        ),
+      ),
+    );
+    expect(one).toMatchObject({ version: "1.0" });
+    expect(two).toMatchObject({ version: "2.0" });
+    expect(one?.file.startsWith(v1.location)).toBe(true);
+    expect(two?.file.startsWith(v2.location)).toBe(true);
   });
 
   it("streamed the build log line by line while it ran, and kept it in the environment's directory", () => {
@@ -161,6 +179,23 @@ describe("pip environments", () => {
     expect(existsSync(join(dir, "prefix", "bin", "leftover"))).toBe(false);
   });
 
+  it("venvs have no pip of their own, unless the base interpreter's pip cannot install into them", async () => {
+    const base = await probePython(PYTHON);
+    expect(existsSync(join(v1.location, "bin", "pip"))).toBe(!(base && canInstallIntoOtherPython(base)));
+    // A base interpreter without pip (a venv made --without-pip stands in for one).
+    const pipless = join(work, "pipless");
+    execFileSync(PYTHON, ["-m", "venv", "--without-pip", pipless]);
+    const fallback = new EnvironmentBuilder({ ...options, python: join(pipless, "bin", "python") });
+    const lines: string[] = [];
+    const env = await fallback.ensure(
+      { runtime: "python", spec: { kind: "pip", requirements: ["tessprobe<2"] } },
+      (l) => lines.push(l),
+    );
+    expect(lines.some((l) => l.includes("pip from ensurepip"))).toBe(true);
+    expect(existsSync(join(env.location, "bin", "pip"))).toBe(true);
+    expect(probeIn(env)).toMatchObject({ module: "1.0" });
+  });
+
   it("concurrent ensures of one spec, in this process and in two others, build it once", async () => {
     const request = {
       runtime: "python" as const,
@@ -178,7 +213,8 @@ describe("pip environments", () => {
     expect(results.map((r) => r.location)).toEqual(Array(4).fill(results[0]?.location));
     expect(results.filter((r) => !r.reused)).toHaveLength(1);
     // Whoever built it, this process's first caller saw its log (its own build or the followed file).
-    expect(inProcessLines.length).toBeGreaterThan(0);
+    expect(inProcessLines.some((l) => l.includes("Successfully installed tessprobe-2.0"))).toBe(true);
+    expect(inProcessLines.at(-1)).toMatch(/ready in/);
     expect(probeIn(results[0] as EnsuredEnvironment)).toMatchObject({ module: "2.0" });
   });
 });
