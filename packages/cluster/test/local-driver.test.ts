@@ -18,6 +18,8 @@ const PYTHON_EXAMPLE = exampleFiles("python-dataframe", ["handler.py"]);
 const TS_EXAMPLE = exampleFiles("ts-dataframe", ["handler.ts"]);
 
 const PROBE_HANDLER = `import os
+import subprocess
+import sys
 from tessera import route
 
 class Probe:
@@ -32,6 +34,14 @@ class Probe:
     def alloc(self, body):
         block = bytearray(int(body["mb"]) * 1024 * 1024)
         return {"allocated": len(block)}
+
+    @route.post("/child")
+    def child(self):
+        # A child that ignores the SIGTERM of a stop: the driver must still not leave it behind.
+        code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ignoring', flush=True); time.sleep(300)"
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        child.stdout.readline()
+        return {"pid": child.pid}
 `;
 const PKG_HANDLER = `import sys
 import tesspkg
@@ -457,12 +467,17 @@ describe("LocalDriver with real python and node replicas", () => {
     driver = successor;
   });
 
-  it("destroyCluster stops every replica, removes the directory and frees the port range", async () => {
+  it("destroyCluster stops every replica and what it started, removes the directory and frees the port range", async () => {
     await driver.startReplica(python(CLUSTER_B, "py-b"));
     await waitPhase("py-b", "ready");
+    const probe = (await driver.listReplicas(CLUSTER_B)).find((r) => r.replicaId === "probe");
+    const child = (await (await fetch(`${probe?.address}/child`, { method: "POST" })).json()) as {
+      pid: number;
+    };
     const pids = await Promise.all(
       ["probe", "py-b"].map(async (id) => (await driver.replicaProcess(CLUSTER_B, id))?.pid as number),
     );
+    pids.push(child.pid);
     expect(pids.every(alive)).toBe(true);
     await driver.destroyCluster(CLUSTER_B);
     expect(pids.some(alive)).toBe(false);
@@ -475,6 +490,7 @@ describe("LocalDriver with real python and node replicas", () => {
 });
 
 const SPY_HANDLER = `import os
+import subprocess
 from tessera import route
 
 def attempt(fn):
@@ -504,6 +520,10 @@ class Spy:
             "writeCode": attempt(lambda: open(os.path.join(os.environ["TESSERA_CODE_DIR"], "x.py"), "w").write("x")),
             "writeHome": attempt(lambda: open(os.path.join(os.environ["HOME"], "x.txt"), "w").write("x")),
         }
+
+    @route.post("/escape")
+    def escape(self):
+        return {"pid": subprocess.Popen(["sleep", "300"], start_new_session=True).pid}
 `;
 
 // Switching users needs root, and an interpreter outside root's home (pyenv lives in /root).
@@ -568,5 +588,13 @@ describe.skipIf(!canSwitchUsers)("LocalDriver with per-cluster users (runAsUid)"
       writeCode: "denied",
       writeHome: "allowed",
     });
+
+    // A process that left its replica's process group still dies with the cluster (same user).
+    const escaped = (await (await fetch(`${ready.address}/escape`, { method: "POST" })).json()) as {
+      pid: number;
+    };
+    expect(alive(escaped.pid)).toBe(true);
+    await driver.destroyCluster(CLUSTER_A);
+    await waitFor("the escaped process killed", () => !alive(escaped.pid));
   });
 });

@@ -7,6 +7,7 @@ import type { ReplicaLaunch } from "./launch.js";
 import { LogFileFollower, type ReplicaLogStream } from "./logs.js";
 import {
   isSameProcessAlive,
+  killGroupMembers,
   type ProcessIdentity,
   processIdentity,
   signalReplicaGroup,
@@ -230,6 +231,9 @@ export class SupervisedReplica {
   private onExit(how: string): void {
     const r = this.record;
     this.pollLogs();
+    // Whatever tenant code started in the replica's group goes with it (a stray child could hold
+    // the port or memory, or outlive a stop by ignoring SIGTERM).
+    if (r.process) killGroupMembers(r.process.pid);
     this.child = null;
     r.process = null;
     if (r.stopDeadline !== undefined) {
