@@ -174,6 +174,7 @@ export class SupervisedReplica {
     if (this.respawnTimer) clearTimeout(this.respawnTimer);
     this.loopTimer = this.respawnTimer = null;
     this.pollLogs();
+    for (const f of this.followers) f.close();
     this.child?.removeAllListeners("exit");
     this.child = null;
     if (this.phase !== "stopped") this.persist();
@@ -270,6 +271,7 @@ export class SupervisedReplica {
   private finishStopped(): void {
     this.stopLoop();
     this.pollLogs();
+    for (const f of this.followers) f.close();
     this.setPhase("stopped", undefined);
     rmSync(this.dir, { recursive: true, force: true });
     this.hooks.forget();
