@@ -535,21 +535,26 @@ class Spy:
 const canSwitchUsers = process.getuid?.() === 0 && existsSync("/usr/bin/python3");
 
 describe.skipIf(!canSwitchUsers)("LocalDriver with per-cluster users (runAsUid)", () => {
-  const dataDir = mkdtempSync(join(tmpdir(), "tessera-local-driver-uid-"));
   const events: ReplicaEvent[] = [];
-  const driver = new LocalDriver({
-    driverConfig: {
-      dataDir,
-      portRangeFrom: 38_100,
-      portRangeTo: 38_139,
-      portsPerCluster: 20,
-      python: "/usr/bin/python3",
-      runAsUid: 61_000,
-      drainTimeoutS: 2,
-    },
-    onError: () => {},
+  let dataDir: string;
+  let driver: LocalDriver;
+  // Created here, not while collecting: a skipped suite runs no afterAll to clean up.
+  beforeAll(() => {
+    dataDir = mkdtempSync(join(tmpdir(), "tessera-local-driver-uid-"));
+    driver = new LocalDriver({
+      driverConfig: {
+        dataDir,
+        portRangeFrom: 38_100,
+        portRangeTo: 38_139,
+        portsPerCluster: 20,
+        python: "/usr/bin/python3",
+        runAsUid: 61_000,
+        drainTimeoutS: 2,
+      },
+      onError: () => {},
+    });
+    driver.watch((e) => events.push(e));
   });
-  driver.watch((e) => events.push(e));
   afterAll(async () => {
     for (const c of [CLUSTER_A, CLUSTER_B]) await driver.destroyCluster(c);
     await driver.close();
