@@ -271,8 +271,9 @@ describe("rollouts", () => {
       await world.replica(dep, old.url);
       await g.refresh();
       const inFlight = call(g, "/v1/acme/rolling/hold", acme.key, { gate: "drain" });
+      // In flight on the replica itself (not just sent), or the replica would drain at once and exit.
       await waitFor(
-        () => g.router.lanes.get(dep.id)?.inFlight === 1,
+        async () => (await send(old.url, "/-/stats")).json().inFlight === 1,
         "a request in flight on the old replica",
       );
       // The old replica starts draining (it finishes its request first); the new one is ready,

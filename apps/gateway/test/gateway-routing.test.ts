@@ -304,6 +304,8 @@ describe("metering and operations", () => {
   });
 
   it("serves /healthz and /metrics (behind the metrics token when set)", async () => {
+    expect((await call("/v1/acme/shop/whoami", acme.key)).status).toBe(200);
+    expect((await call("/v1/acme/shop/whoami", undefined)).status).toBe(401);
     const health = await send(gateway.url, "/healthz");
     expect(health.status).toBe(200);
     expect(health.json()).toMatchObject({ ok: true, routingError: null });
