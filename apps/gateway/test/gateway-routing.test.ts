@@ -166,8 +166,10 @@ describe("router", () => {
     const held = Array.from({ length: 6 }, () =>
       call("/v1/acme/shop/hold", acme.key, { body: { gate: "busy" } }),
     );
-    const lane = gateway.router.lanes.get(api.id)!;
-    await waitFor(() => lane.inFlight === 4 && lane.waiters.length === 2, "4 in flight and 2 queued", 10_000);
+    const lane = await waitFor(() => {
+      const l = gateway.router.lanes.get(api.id);
+      return l && l.inFlight === 4 && l.waiters.length === 2 ? l : undefined;
+    }, "4 in flight and 2 queued");
     expect(lane.replicas.map((r) => r.inFlight)).toEqual([2, 2]);
     const rejected = await call("/v1/acme/shop/hold", acme.key, { body: { gate: "busy" } });
     expect(rejected.status).toBe(503);
