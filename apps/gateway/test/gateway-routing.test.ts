@@ -148,8 +148,13 @@ describe("authentication and tenant isolation", () => {
       "the key to be rejected",
       5_000,
     );
+  });
+
+  it("records when keys were last used, in batches", async () => {
+    expect((await call("/v1/acme/shop/whoami", acme.key)).status).toBe(200);
+    await gateway.keys.flushLastUsed();
     const row = await tdb.db.execute(sql`select last_used_at from api_keys where prefix = ${acme.keyPrefix}`);
-    expect(row.rows).toHaveLength(1);
+    expect(row.rows[0]?.last_used_at).toBeTruthy();
   });
 });
 
