@@ -79,7 +79,17 @@ export class Router {
   readonly lanes = new Map<string, DeploymentLane>();
   private readonly slots = new Map<string, ReplicaSlot>();
 
-  constructor(private readonly options: RouterOptions) {}
+  /** Re-announces wake-ups for deployments still holding requests, in case a notice was lost. */
+  private readonly wakeTimer: NodeJS.Timeout;
+
+  constructor(private readonly options: RouterOptions) {
+    this.wakeTimer = setInterval(() => {
+      const now = Date.now();
+      for (const lane of this.lanes.values())
+        if (lane.replicas.length === 0 && lane.waiters.some((w) => w.cold)) this.wake(lane, now);
+    }, WAKE_REPEAT_MS);
+    this.wakeTimer.unref();
+  }
 
   lane(route: DeploymentRoute): DeploymentLane {
     let lane = this.lanes.get(route.id);
@@ -234,6 +244,7 @@ export class Router {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.wakeTimer);
     for (const lane of this.lanes.values())
       this.failWaiters(lane, new TesseraError("UNAVAILABLE", "the gateway is shutting down"));
     await Promise.all([...this.slots.values()].map((s) => s.pool.close().catch(() => {})));

@@ -140,6 +140,8 @@ describe("scale to zero", () => {
         answered = true;
       });
       await waitFor(() => wakes.includes(dep.id), "a wake-up for the deployment");
+      // Repeated while the request is held, in case the provisioner missed the first one.
+      await waitFor(() => wakes.filter((w) => w === dep.id).length >= 2, "a repeated wake-up");
       // The held request counts as ongoing for the autoscaler.
       await waitFor(async () => {
         const members = await redis.zrange(redisKeys(prefix).ongoing(dep.id), 0, -1);
