@@ -159,6 +159,23 @@ describe("scale to zero", () => {
     }
   });
 
+  it("finds the woken replica even when no routing notice arrives", async () => {
+    // Periodic reloads every 10 minutes: only the held request's own polling can find the replica.
+    const g = await gatewayWith({ routingRefreshMs: 600_000 });
+    const app = await world.application(acme, "drowsy");
+    const dep = await world.deployment(acme, app, "model", {
+      scaling: { autoscaling: { minReplicas: 0, maxReplicas: 1 } },
+      targetReplicas: 0,
+    });
+    await g.refresh();
+    const pending = call(g, "/v1/acme/drowsy/whoami", acme.key);
+    await waitFor(() => (g.router.lanes.get(dep.id)?.waiters.length ?? 0) === 1, "the request to be held");
+    await world.replica(dep, r2.url);
+    const reply = await pending;
+    expect(reply.status).toBe(200);
+    expect(reply.json().replica).toBe("r2");
+  });
+
   it("answers TIMEOUT when no replica becomes ready within the cold start timeout", async () => {
     const g = await gatewayWith({ coldStartTimeoutS: 1 });
     const app = await world.application(acme, "comatose");
