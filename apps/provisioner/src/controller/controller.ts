@@ -1,6 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { ClusterDriver, EnvironmentHandle, ReplicaEvent, ReplicaStatus } from "@tessera/cluster";
-import { type DeploymentConfig, deploymentConfig, type PlatformNotifier } from "@tessera/core";
+import {
+  type DeploymentConfig,
+  deploymentConfig,
+  type PlatformNotifier,
+  splitReplicas,
+  trafficSplit,
+} from "@tessera/core";
 import {
   applications,
   clusters,
@@ -305,12 +311,32 @@ export class Controller {
       if (!newStarted && live) await this.keepServing(view, driver, live, active, { setState: false });
       await this.stepRollout(view, driver, desired, live, active);
     } else {
-      await this.keepServing(view, driver, live, active);
+      await this.keepServing(view, driver, live, active, {
+        setState: true,
+        canary: this.canaryOf(dep, revs),
+      });
     }
   }
 
+  /** The canary revision and its share while a traffic split runs (see the API's traffic router). */
+  private canaryOf(
+    dep: DeploymentRow,
+    revs: Map<string, RevisionView>,
+  ): { revision: RevisionView; percent: number } | undefined {
+    const split = dep.traffic ? trafficSplit.safeParse(dep.traffic) : undefined;
+    const revision = split?.success ? revs.get(split.data.canaryRevisionId) : undefined;
+    if (!split?.success || !revision || revision.state === "failed" || revision.state === "rolled_back")
+      return undefined;
+    return { revision, percent: split.data.canaryPercent };
+  }
+
   private async revisionsOf(dep: DeploymentRow): Promise<Map<string, RevisionView>> {
-    const ids = [dep.liveRevisionId, dep.desiredRevisionId].filter((x): x is string => !!x);
+    const canaryId = (dep.traffic as { canaryRevisionId?: unknown } | null)?.canaryRevisionId;
+    const ids = [
+      dep.liveRevisionId,
+      dep.desiredRevisionId,
+      typeof canaryId === "string" ? canaryId : null,
+    ].filter((x): x is string => !!x);
     if (ids.length === 0) return new Map();
     const rows = await this.db
       .select({
@@ -340,6 +366,8 @@ export class Controller {
           eq(revisions.deploymentId, dep.id),
           inArray(revisions.state, ROLLING_OUT),
           sql`${revisions.id} is distinct from (select ${deployments.desiredRevisionId} from ${deployments} where ${deployments.id} = ${dep.id})`,
+          // A running canary is not abandoned: it serves next to the live revision until promoted or aborted.
+          sql`${revisions.id}::text is distinct from (select ${deployments.traffic}->>'canaryRevisionId' from ${deployments} where ${deployments.id} = ${dep.id})`,
         ),
       );
   }
@@ -379,32 +407,58 @@ export class Controller {
     if (routing) await this.notifyRouting(view.dep.id);
   }
 
-  /** The live revision runs `targetReplicas` healthy replicas; other revisions' replicas go. */
+  /**
+   * The live revision runs `targetReplicas` healthy replicas; other revisions' replicas go. While a
+   * canary runs, the target is split between live and canary (`splitReplicas`).
+   */
   private async keepServing(
     view: DeploymentView,
     driver: ClusterDriver,
     live: RevisionView | undefined,
     active: ReplicaRow[],
-    opts: { setState: boolean } = { setState: true },
+    opts: { setState: boolean; canary?: { revision: RevisionView; percent: number } } = { setState: true },
   ): Promise<void> {
     const { dep } = view;
     const serving = active.filter(isServing);
-    const config = live ? parseConfig(live) : undefined;
-    const target = live ? dep.targetReplicas : 0;
-    let mine = serving.filter((r) => r.revisionId === live?.id);
+    const total = live ? dep.targetReplicas : 0;
+    const canary = live ? opts.canary : undefined;
+    const split = canary ? splitReplicas(total, canary.percent) : { live: total, canary: 0 };
+    const ready = await this.keepRevision(view, driver, live, split.live, serving);
+    if (canary) await this.keepRevision(view, driver, canary.revision, split.canary, serving);
+    const kept = new Set([live?.id, canary?.revision.id]);
+    const others = serving.filter((r) => !kept.has(r.revisionId));
+    // Replicas of an older or failed revision keep serving until the live one has enough ready.
+    const leaving = ready >= split.live ? others : others.filter((r) => r.state !== "ready");
+    await this.drain(view, driver, leaving, "replaced by the live revision");
+    if (live && opts.setState)
+      await this.setDeploymentState(dep, this.servingState(dep, live, ready, split.live));
+  }
+
+  /** One revision runs `target` healthy replicas; returns how many of them are ready. */
+  private async keepRevision(
+    view: DeploymentView,
+    driver: ClusterDriver,
+    rev: RevisionView | undefined,
+    target: number,
+    serving: ReplicaRow[],
+  ): Promise<number> {
+    if (!rev) return 0;
+    const config = parseConfig(rev);
+    let mine = serving.filter((r) => r.revisionId === rev.id);
     if (config) {
       const unhealthy = mine.filter((r) => this.unhealthyReason(r, config));
       for (const r of unhealthy)
         await this.replaceUnhealthy(view, driver, r, this.unhealthyReason(r, config)!);
       mine = mine.filter((r) => !unhealthy.includes(r));
     }
-    if (live && config && mine.length < target) {
-      const env = this.builds.ensure(driver, view.cluster.id, live.envHash, 0);
+    if (config && mine.length < target) {
+      const env = this.builds.ensure(driver, view.cluster.id, rev.envHash, 0);
       if (env.state === "ready")
-        await this.startReplicas(view, driver, live, config, env.handle, target - mine.length);
+        await this.startReplicas(view, driver, rev, config, env.handle, target - mine.length);
       else if (env.state === "failed")
-        this.log("warn", "the live revision's environment is not available", {
-          deploymentId: dep.id,
+        this.log("warn", "the environment of a serving revision is not available", {
+          deploymentId: view.dep.id,
+          revisionId: rev.id,
           reason: env.reason,
         });
     }
@@ -412,13 +466,7 @@ export class Controller {
       const extra = [...mine].sort(stopOrder).slice(0, mine.length - target);
       await this.drain(view, driver, extra, "scaled down");
     }
-    const ready = mine.filter((r) => r.state === "ready").length;
-    const others = serving.filter((r) => r.revisionId !== live?.id);
-    // Replicas of an older or failed revision keep serving until the live one has enough ready.
-    const leaving = ready >= target ? others : others.filter((r) => r.state !== "ready");
-    await this.drain(view, driver, leaving, "replaced by the live revision");
-    if (live && opts.setState)
-      await this.setDeploymentState(dep, this.servingState(dep, live, ready, target));
+    return mine.filter((r) => r.state === "ready").length;
   }
 
   private servingState(
