@@ -294,7 +294,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     } finally {
       const status = res.headersSent && !(res.destroyed && !res.writableFinished) ? res.statusCode : 499;
       const latencyMs = performance.now() - started;
-      if (route) metrics.requestFinished(route.id, status, latencyMs / 1000);
+      // Requests refused before a deployment was known (401, 403, 404) count under "none".
+      metrics.requestFinished(route?.id ?? "none", status, latencyMs / 1000);
       if (orgId)
         usage.record({
           id: randomUUID(),

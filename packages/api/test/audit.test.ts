@@ -1,15 +1,17 @@
-import { auditLog, deployments } from "@tessera/db";
+import { FakeStripe } from "@tessera/billing/testing";
+import { auditLog, deployments, jobs } from "@tessera/db";
 import { asc, eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { appRouter } from "../src/index.js";
+import { appRouter, billingOptionsFromEnv, createCaller } from "../src/index.js";
 import { createTestEnv, failure, sampleCode, sampleConfig, type TestEnv } from "./helpers.js";
 
 let env: TestEnv;
+let stripe: FakeStripe;
 beforeAll(async () => {
-  env = await createTestEnv("apiaudit");
+  [env, stripe] = await Promise.all([createTestEnv("apiaudit"), new FakeStripe().start()]);
 });
 afterAll(async () => {
-  await env?.tdb.drop();
+  await Promise.all([env?.tdb.drop(), stripe?.stop()]);
 });
 
 type Expected = { action: string; orgId: string | null; userId: string | null; targetId: string | null };
@@ -136,6 +138,29 @@ describe("audit log", () => {
       }),
     );
     await failure(o.api.members.leave({ orgId }));
+
+    const billing = billingOptionsFromEnv(env.db, {
+      STRIPE_SECRET_KEY: stripe.secretKey,
+      STRIPE_PRICE_IDS: "price_metered",
+      STRIPE_API_URL: `http://127.0.0.1:${stripe.port}`,
+    });
+    const billed = await createCaller({
+      db: env.db,
+      jobs: env.jobs,
+      auth: { sessionId: o.sessionId },
+      billing,
+    });
+    await billed.billing.checkout({ orgId });
+    did("billing.checkout", orgId, o.id, orgId);
+    await billed.billing.portal({ orgId });
+    did("billing.portal", orgId, o.id, orgId);
+
+    // A platform admin re-runs a failed control job of the org.
+    const ops = await env.user("ops@example.com", { adminEmails: ["ops@example.com"] });
+    await env.db.update(jobs).set({ state: "failed", error: "boom" }).where(eq(jobs.id, d1.jobId));
+    const retried = await ops.api.admin.retryJob({ jobId: d1.jobId });
+    did("auth.signUp", ops.orgId, ops.id, ops.id);
+    did("admin.retryJob", orgId, ops.id, retried.jobId);
 
     await o.api.orgs.delete({ orgId });
     did("orgs.delete", orgId, o.id, orgId);

@@ -7,3 +7,4 @@ export * from "./jobs.js";
 export * from "./redis-keys.js";
 export * from "./runtime-contract.js";
 export * from "./traffic.js";
+export * from "./usage.js";

@@ -25,6 +25,7 @@ import { and, asc, desc, eq, gt, inArray, isNull, type SQL, sql } from "drizzle-
 import { z } from "zod";
 import { apiError, issueFieldErrors, isUniqueViolation } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
+import { enforceDeployPlan, enforceScalePlan } from "./billing.js";
 
 export type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
 
@@ -35,6 +36,7 @@ export const revisionSummary = {
   version: revisions.version,
   config: revisions.config,
   envHash: revisions.envHash,
+  label: revisions.label,
   state: revisions.state,
   failureReason: revisions.failureReason,
   createdBy: revisions.createdBy,
@@ -44,12 +46,13 @@ export const revisionSummary = {
 
 const deploymentId = z.object({ deploymentId: z.uuid() });
 const prevVersion = z.number().int("must be an integer").min(0, "must be >= 0");
+export const revisionLabel = z.string().trim().min(1).max(100);
 const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 
-type ScalingState = { scaling: Record<string, unknown>; targetReplicas: number };
+export type ScalingState = { scaling: Record<string, unknown>; targetReplicas: number };
 
 /** Scaling stored on the deployment row, derived from a revision's config. */
-function scalingOf(c: Pick<DeploymentConfig, "numReplicas" | "autoscaling">): Record<string, unknown> {
+export function scalingOf(c: Pick<DeploymentConfig, "numReplicas" | "autoscaling">): Record<string, unknown> {
   if (c.autoscaling) return { autoscaling: c.autoscaling };
   return { numReplicas: c.numReplicas ?? 1 };
 }
@@ -62,7 +65,7 @@ function targetAfterRedeploy(c: DeploymentConfig, current: number): number {
 }
 
 /** A redeploy (or rollback) whose config names replicas or autoscaling adopts that scaling. */
-function redeployScaling(c: DeploymentConfig, currentTarget: number): ScalingState | undefined {
+export function redeployScaling(c: DeploymentConfig, currentTarget: number): ScalingState | undefined {
   if (c.numReplicas === undefined && !c.autoscaling) return undefined;
   return { scaling: scalingOf(c), targetReplicas: targetAfterRedeploy(c, currentTarget) };
 }
@@ -150,7 +153,7 @@ export async function ensureEnvironment(db: Database, config: DeploymentConfig):
  * `version` must still equal `prevVersion`, and the new revision, the desired pointer and the
  * version bump commit together. A loser of a race sees CONFLICT and nothing of it is stored.
  */
-async function commitRevision(
+export async function commitRevision(
   tx: Tx,
   dep: { id: string; orgId: string; version: number },
   opts: {
@@ -160,6 +163,9 @@ async function commitRevision(
     envHash: string;
     createdBy: string | null;
     scaling?: ScalingState;
+    label?: string | null;
+    /** How a lost compare-and-set is reported (several deployments name their own field). */
+    conflict?: (current: number, prev: number) => Error;
   },
 ) {
   const revisionId = randomUUID();
@@ -191,7 +197,7 @@ async function commitRevision(
       ),
     )
     .returning();
-  if (!updated) throw versionConflict(dep.version, opts.prevVersion);
+  if (!updated) throw (opts.conflict ?? versionConflict)(dep.version, opts.prevVersion);
   const [revision] = await tx
     .insert(revisions)
     .values({
@@ -202,17 +208,23 @@ async function commitRevision(
       config: opts.config,
       code: opts.code,
       envHash: opts.envHash,
+      label: opts.label ?? null,
       createdBy: opts.createdBy,
     })
     .returning(revisionSummary);
   return { deployment: updated, revision: revision! };
 }
 
-export function versionConflict(current: number, prev: number) {
+export function versionConflict(
+  current: number,
+  prev: number,
+  field = "prevVersion",
+  name = "the deployment",
+) {
   return apiError(
     "CONFLICT",
-    `the deployment is at version ${current}, not ${prev}: someone else deployed; reload and retry`,
-    { fieldErrors: { prevVersion: `is ${current}` } },
+    `${name} is at version ${current}, not ${prev}: someone else deployed; reload and retry`,
+    { fieldErrors: { [field]: `is ${current}` } },
   );
 }
 
@@ -224,6 +236,16 @@ export async function lockDeployment(tx: Tx, orgId: string, id: string) {
     .for("update");
   if (!dep) throw apiError("NOT_FOUND", "deployment not found");
   return dep;
+}
+
+/** The organisation's live application, else NOT_FOUND (another tenant's id included). */
+export async function findApplication(db: Database, orgId: string, id: string) {
+  const [app] = await db
+    .select()
+    .from(applications)
+    .where(and(eq(applications.id, id), eq(applications.orgId, orgId), isNull(applications.deletedAt)));
+  if (!app) throw apiError("NOT_FOUND", "application not found");
+  return app;
 }
 
 /** Summaries of the given revisions of one org (nulls skipped), by id. */
@@ -283,40 +305,39 @@ export const deploymentsRouter = router({
    */
   deploy: orgProcedure("admin")
     .input(
-      z.object({ applicationId: z.uuid(), name: slug, config: z.unknown(), code: z.unknown(), prevVersion }),
+      z.object({
+        applicationId: z.uuid(),
+        name: slug,
+        config: z.unknown(),
+        code: z.unknown(),
+        prevVersion,
+        /** A name for the new revision (a git sha, "v2"): shown in revision lists, not unique. */
+        label: revisionLabel.optional(),
+      }),
     )
     .mutation(async ({ ctx, input }) => {
-      const [app] = await ctx.db
-        .select()
-        .from(applications)
-        .where(
-          and(
-            eq(applications.id, input.applicationId),
-            eq(applications.orgId, ctx.org.id),
-            isNull(applications.deletedAt),
-          ),
-        );
-      if (!app) throw apiError("NOT_FOUND", "application not found");
+      const app = await findApplication(ctx.db, ctx.org.id, input.applicationId);
       const { config, code } = parseDeployInput(input.config, input.code);
       throwIfAny(
         quotaErrors(config, await clusterQuota(ctx.db, app.clusterId), "config"),
         "over the cluster quota",
       );
+      const sameName = and(
+        eq(deployments.applicationId, app.id),
+        eq(deployments.name, input.name),
+        isNull(deployments.deletedAt),
+      );
+      const [existing] = await ctx.db.select({ id: deployments.id }).from(deployments).where(sameName);
+      await enforceDeployPlan(ctx, ctx.org.id, {
+        deploymentId: existing?.id ?? null,
+        resources: config.resources,
+        replicas: config.autoscaling?.maxReplicas ?? config.numReplicas ?? 1,
+      });
       const envHash = await ensureEnvironment(ctx.db, config);
       let result: Awaited<ReturnType<typeof commitRevision>> & { created: boolean };
       try {
         result = await ctx.db.transaction(async (tx) => {
-          let [dep] = await tx
-            .select()
-            .from(deployments)
-            .where(
-              and(
-                eq(deployments.applicationId, app.id),
-                eq(deployments.name, input.name),
-                isNull(deployments.deletedAt),
-              ),
-            )
-            .for("update");
+          let [dep] = await tx.select().from(deployments).where(sameName).for("update");
           const created = !dep;
           if (!dep) {
             if (input.prevVersion !== 0) throw versionConflict(0, input.prevVersion);
@@ -344,6 +365,7 @@ export const deploymentsRouter = router({
             envHash,
             createdBy: ctx.userId,
             scaling,
+            label: input.label,
           });
           return { ...out, created };
         });
@@ -429,6 +451,12 @@ export const deploymentsRouter = router({
           fieldErrors: { numReplicas: "give numReplicas or autoscaling" },
         });
       }
+      await enforceScalePlan(
+        ctx,
+        ctx.org.id,
+        input.deploymentId,
+        s.autoscaling?.maxReplicas ?? s.numReplicas!,
+      );
       const result = await ctx.db.transaction(async (tx) => {
         const dep = await lockDeployment(tx, ctx.org.id, input.deploymentId);
         throwIfAny(quotaErrors(s, await clusterQuota(tx, dep.clusterId), ""), "over the cluster quota");
