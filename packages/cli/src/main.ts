@@ -1,16 +1,19 @@
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { CliError, createApiClient, describeApiError, settingsFromEnv } from "./client.js";
 import { deploy } from "./commands/deploy.js";
 import { scale } from "./commands/scale.js";
 import { formatStatus, status } from "./commands/status.js";
 import { deployCanary, type TrafficAction, traffic } from "./commands/traffic.js";
+import { readManifest } from "./manifest.js";
 import { currentOrg } from "./org.js";
 
 const USAGE = `usage: tessera <command>
 
   deploy <dir> [--name N] [--app A] [--cluster C] [--runtime python|node] [--entry module:Class]
                [--detach] [--timeout SECONDS]
-      bundle <dir> (with its tessera.json) and roll it out as the next revision, following progress
+      bundle <dir> (with its tessera.json) and roll it out as the next revision, following progress;
+      a tessera.json listing "deployments" deploys each of those subdirectories (an application)
   status [--app A]
       every deployment with its version, state and ready/target replicas
   scale <app>/<deployment> --replicas N | --min N --max N [--target R]
@@ -70,6 +73,27 @@ export async function main(argv: string[], print: (line: string) => void = conso
     case "deploy": {
       const dir = positionals[0];
       if (!dir) throw new CliError("tessera deploy <dir>: name the handler directory");
+      const { deployments: stages, application } = await readManifest(dir);
+      if (stages) {
+        // An application directory: each deployment in turn (one revision each, version-aware).
+        for (const stage of stages) {
+          const r = await deploy(
+            api,
+            org,
+            settings.gatewayUrl,
+            {
+              dir: join(dir, stage),
+              application: values.app ?? application,
+              cluster: values.cluster,
+              detach: values.detach,
+              timeoutS: int("timeout", values.timeout) ?? 600,
+            },
+            print,
+          );
+          if (r.state === "failed") return 1;
+        }
+        return 0;
+      }
       const r = await deploy(
         api,
         org,

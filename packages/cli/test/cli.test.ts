@@ -154,6 +154,24 @@ describe("tessera status and scale", () => {
   });
 });
 
+describe("tessera deploy of an application directory", () => {
+  it("deploys every listed deployment, the first as the new application's ingress", async () => {
+    const r = await run("deploy", `${examples}composition-chain`, "--detach");
+    expect(r.code).toBe(0);
+    expect(r.out.filter((l) => l.startsWith("submitted"))).toEqual([
+      expect.stringMatching(/^submitted chain\/preprocess revision 1 /),
+      expect.stringMatching(/^submitted chain\/model revision 1 /),
+    ]);
+    const app = (await user.api.applications.list({ orgId: user.orgId })).find((a) => a.name === "chain");
+    expect(app?.ingressDeployment).toBe("preprocess");
+    const again = await run("deploy", `${examples}composition-chain`, "--detach");
+    expect(again.out.filter((l) => l.startsWith("submitted"))).toEqual([
+      expect.stringMatching(/^submitted chain\/preprocess revision 2 /),
+      expect.stringMatching(/^submitted chain\/model revision 2 /),
+    ]);
+  });
+});
+
 describe("tessera canary and traffic", () => {
   it("deploys a canary beside the live revision, shows and shifts the split, aborts and promotes", async () => {
     expect((await run("deploy", `${examples}ts-dataframe`, "--detach")).code).toBe(0);
