@@ -160,6 +160,12 @@ describe("inspectRayServeApp", () => {
     }
   });
 
+  it("bounds the memory tenant code gets while it is inspected", async () => {
+    const err = await refusal(inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "hungry:app" }));
+    expect(err.details).toMatchObject({ reason: "IMPORT_FAILED" });
+    expect(err.message).toContain("MemoryError");
+  });
+
   it("stops an import that does not finish", async () => {
     const err = await refusal(
       inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "slow:app", timeoutMs: 1500 }),

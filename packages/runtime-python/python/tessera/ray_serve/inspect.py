@@ -19,13 +19,17 @@ from . import __all__ as SERVE_EXPORTS
 from .api import INGRESS_ATTR, Application
 from .errors import RayServeCompatError
 from .graph import ingress_kind, resolve_entry, walk
-from .stubs import StubFinder
+from .stubs import StubFinder, is_stub
 
 # Exported for old code but unsupported when called (they raise): reported as unsupported.
 _SERVE_REFUSED = {"status", "delete", "get_deployment", "list_deployments"}
 SERVE_SUPPORTED = (set(SERVE_EXPORTS) - _SERVE_REFUSED) | {"handle", "exceptions"}
 RAY_SUPPORTED = {"serve", "init", "is_initialized", "shutdown", "get", "__version__"}
 MAX_SOURCE_FILES = 1000
+MAX_ROUTES = 1000
+# Tenant code runs here at deploy time: bounded, whatever it does.
+MEMORY_LIMIT_BYTES = 4 * 1024 * 1024 * 1024
+CPU_LIMIT_S = 120
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
@@ -48,10 +52,13 @@ def describe(app: Application, handles: List[str]) -> Dict[str, Any]:
                         "options", problems)
     http = ingress_kind(target)
     routes: List[Dict[str, Any]] = []
-    if http == "asgi":
-        for r in getattr(getattr(target, INGRESS_ATTR), "routes", []):
-            if getattr(r, "path", None):
-                routes.append({"path": r.path, "methods": sorted(getattr(r, "methods", None) or [])})
+    asgi_app = getattr(target, INGRESS_ATTR, None) if http == "asgi" else None
+    if asgi_app is not None and not is_stub(asgi_app):
+        for r in list(getattr(asgi_app, "routes", None) or [])[:MAX_ROUTES]:
+            path = getattr(r, "path", None)
+            if isinstance(path, str):
+                methods = getattr(r, "methods", None)
+                routes.append({"path": path, "methods": sorted(str(m) for m in methods) if isinstance(methods, (set, list)) else []})
     batched = []
     if pyinspect.isclass(target):
         for name, member in vars(target).items():
@@ -203,7 +210,20 @@ def _error(code: str, message: str, tb: Optional[str] = None, calls: Optional[li
     return {"ok": False, "error": err, "unsupportedCalls": calls or []}
 
 
+def limit_resources() -> None:
+    try:
+        import resource
+
+        for kind, value in ((resource.RLIMIT_AS, MEMORY_LIMIT_BYTES), (resource.RLIMIT_CPU, CPU_LIMIT_S)):
+            soft, hard = resource.getrlimit(kind)
+            cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(kind, (cap, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not on this platform: the caller's timeout still applies
+
+
 def main() -> None:
+    limit_resources()
     out = sys.stdout
     sys.stdout = sys.stderr  # the module's prints must not corrupt the JSON
     if len(sys.argv) != 2:
