@@ -153,7 +153,7 @@ describe("inspectRayServeApp", () => {
       );
       // LC_CTYPE is python's own locale coercion (PEP 538), not inherited.
       expect(err.message).toMatch(
-        /env: HOME,(LC_CTYPE,)?PATH,PYTHONDONTWRITEBYTECODE,PYTHONPATH,PYTHONUNBUFFERED$/,
+        /env: HOME,(LC_CTYPE,)?PATH,PYTHONDONTWRITEBYTECODE,PYTHONPATH,PYTHONUNBUFFERED,TESSERA_INSPECT_MEMORY_MB$/,
       );
     } finally {
       delete process.env.TESSERA_PROBE_SECRET;

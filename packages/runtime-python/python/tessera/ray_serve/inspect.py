@@ -27,8 +27,10 @@ SERVE_SUPPORTED = (set(SERVE_EXPORTS) - _SERVE_REFUSED) | {"handle", "exceptions
 RAY_SUPPORTED = {"serve", "init", "is_initialized", "shutdown", "get", "__version__"}
 MAX_SOURCE_FILES = 1000
 MAX_ROUTES = 1000
-# Tenant code runs here at deploy time: bounded, whatever it does.
-MEMORY_LIMIT_BYTES = 4 * 1024 * 1024 * 1024
+# Tenant code runs here at deploy time: bounded, whatever it does. The address-space limit is
+# TESSERA_INSPECT_MEMORY_MB (0: none), as libraries like torch reserve much virtual memory.
+MEMORY_LIMIT_ENV = "TESSERA_INSPECT_MEMORY_MB"
+DEFAULT_MEMORY_LIMIT_MB = 4096
 CPU_LIMIT_S = 120
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
@@ -214,7 +216,14 @@ def limit_resources() -> None:
     try:
         import resource
 
-        for kind, value in ((resource.RLIMIT_AS, MEMORY_LIMIT_BYTES), (resource.RLIMIT_CPU, CPU_LIMIT_S)):
+        try:
+            memory_mb = int(os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT_MB)
+        except ValueError:
+            memory_mb = DEFAULT_MEMORY_LIMIT_MB
+        limits = [(resource.RLIMIT_CPU, CPU_LIMIT_S)]
+        if memory_mb > 0:
+            limits.append((resource.RLIMIT_AS, memory_mb * 1024 * 1024))
+        for kind, value in limits:
             soft, hard = resource.getrlimit(kind)
             cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
             resource.setrlimit(kind, (cap, hard))
