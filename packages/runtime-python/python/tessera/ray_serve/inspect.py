@@ -23,7 +23,8 @@ from .stubs import StubFinder, is_stub
 
 # Exported for old code but unsupported when called (they raise): reported as unsupported.
 _SERVE_REFUSED = {"status", "delete", "get_deployment", "list_deployments"}
-SERVE_SUPPORTED = (set(SERVE_EXPORTS) - _SERVE_REFUSED) | {"handle", "exceptions"}
+SERVE_SUPPORTED = (set(SERVE_EXPORTS) - _SERVE_REFUSED) | {"handle", "exceptions", "config"}
+RAY_MODULES = ("ray.serve", "ray.serve.handle", "ray.serve.exceptions", "ray.serve.config")
 RAY_SUPPORTED = {"serve", "init", "is_initialized", "shutdown", "get", "__version__"}
 MAX_SOURCE_FILES = 1000
 MAX_ROUTES = 1000
@@ -115,6 +116,9 @@ def _scan(tree: ast.AST, rel: str) -> List[Dict[str, Any]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import) and any(a.name == "ray" or a.name.startswith("ray.") for a in node.names):
             uses_ray = True
+            for alias in node.names:
+                if alias.name.startswith("ray.") and alias.name not in RAY_MODULES:
+                    out.append({"call": alias.name, "file": rel, "line": node.lineno})
         elif isinstance(node, ast.ImportFrom) and node.module and (node.module == "ray" or node.module.startswith("ray.")):
             uses_ray = True
             for alias in node.names:
@@ -122,7 +126,7 @@ def _scan(tree: ast.AST, rel: str) -> List[Dict[str, Any]]:
                     out.append({"call": "ray.%s" % alias.name, "file": rel, "line": node.lineno})
                 elif node.module == "ray.serve" and alias.name not in SERVE_SUPPORTED:
                     out.append({"call": "ray.serve.%s" % alias.name, "file": rel, "line": node.lineno})
-                elif node.module.startswith("ray.") and node.module not in ("ray.serve", "ray.serve.handle", "ray.serve.exceptions"):
+                elif node.module.startswith("ray.") and node.module not in RAY_MODULES:
                     out.append({"call": node.module, "file": rel, "line": node.lineno})
     if not uses_ray:
         return []
