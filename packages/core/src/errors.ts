@@ -17,6 +17,8 @@ export const ERROR_CODES = {
   UPSTREAM_ERROR: 502,
   OVERLOADED: 503,
   DRAINING: 503,
+  /** The deployment cannot serve now: parked by its operator (`numReplicas: 0`) or a backend is down. */
+  UNAVAILABLE: 503,
   TIMEOUT: 504,
   ENV_UNSUPPORTED: 422,
   ENV_BUILD_FAILED: 422,

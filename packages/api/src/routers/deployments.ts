@@ -25,6 +25,7 @@ import { and, asc, desc, eq, gt, inArray, isNull, type SQL, sql } from "drizzle-
 import { z } from "zod";
 import { apiError, issueFieldErrors, isUniqueViolation } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
+import { enforceDeployPlan, enforceScalePlan } from "./billing.js";
 
 export type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
 
@@ -70,7 +71,10 @@ export function redeployScaling(c: DeploymentConfig, currentTarget: number): Sca
 }
 
 /** Validate config and code together so the caller sees every field error in one round trip. */
-function parseDeployInput(config: unknown, code: unknown): { config: DeploymentConfig; code: CodeBundle } {
+export function parseDeployInput(
+  config: unknown,
+  code: unknown,
+): { config: DeploymentConfig; code: CodeBundle } {
   const c = deploymentConfig.safeParse(config);
   const b = codeBundle.safeParse(code);
   if (c.success && b.success) return { config: c.data, code: b.data };
@@ -180,6 +184,8 @@ export async function commitRevision(
       desiredRevisionId: revisionId,
       state: "deploying",
       stateReason: null,
+      // A new rollout supersedes a running canary (see the traffic router).
+      traffic: null,
       updatedAt: now,
       ...(opts.scaling ?? {}),
     })
@@ -222,7 +228,7 @@ export function versionConflict(
   );
 }
 
-async function lockDeployment(tx: Tx, orgId: string, id: string) {
+export async function lockDeployment(tx: Tx, orgId: string, id: string) {
   const [dep] = await tx
     .select()
     .from(deployments)
@@ -242,7 +248,19 @@ export async function findApplication(db: Database, orgId: string, id: string) {
   return app;
 }
 
-async function findDeployment(db: Database, orgId: string, id: string) {
+/** Summaries of the given revisions of one org (nulls skipped), by id. */
+export async function revisionsById(db: Database, orgId: string, ids: (string | null | undefined)[]) {
+  const wanted = ids.filter((x): x is string => !!x);
+  const revs = wanted.length
+    ? await db
+        .select(revisionSummary)
+        .from(revisions)
+        .where(and(inArray(revisions.id, wanted), eq(revisions.orgId, orgId)))
+    : [];
+  return new Map(revs.map((r) => [r.id, r]));
+}
+
+export async function findDeployment(db: Database, orgId: string, id: string) {
   const [dep] = await db
     .select()
     .from(deployments)
@@ -272,14 +290,7 @@ export const deploymentsRouter = router({
     .input(deploymentId)
     .query(async ({ ctx, input }) => {
       const dep = await findDeployment(ctx.db, ctx.org.id, input.deploymentId);
-      const ids = [dep.liveRevisionId, dep.desiredRevisionId].filter((x): x is string => !!x);
-      const revs = ids.length
-        ? await ctx.db
-            .select(revisionSummary)
-            .from(revisions)
-            .where(and(inArray(revisions.id, ids), eq(revisions.orgId, ctx.org.id)))
-        : [];
-      const byId = new Map(revs.map((r) => [r.id, r]));
+      const byId = await revisionsById(ctx.db, ctx.org.id, [dep.liveRevisionId, dep.desiredRevisionId]);
       return {
         ...dep,
         liveRevision: dep.liveRevisionId ? (byId.get(dep.liveRevisionId) ?? null) : null,
@@ -311,21 +322,22 @@ export const deploymentsRouter = router({
         quotaErrors(config, await clusterQuota(ctx.db, app.clusterId), "config"),
         "over the cluster quota",
       );
+      const sameName = and(
+        eq(deployments.applicationId, app.id),
+        eq(deployments.name, input.name),
+        isNull(deployments.deletedAt),
+      );
+      const [existing] = await ctx.db.select({ id: deployments.id }).from(deployments).where(sameName);
+      await enforceDeployPlan(ctx, ctx.org.id, {
+        deploymentId: existing?.id ?? null,
+        resources: config.resources,
+        replicas: config.autoscaling?.maxReplicas ?? config.numReplicas ?? 1,
+      });
       const envHash = await ensureEnvironment(ctx.db, config);
       let result: Awaited<ReturnType<typeof commitRevision>> & { created: boolean };
       try {
         result = await ctx.db.transaction(async (tx) => {
-          let [dep] = await tx
-            .select()
-            .from(deployments)
-            .where(
-              and(
-                eq(deployments.applicationId, app.id),
-                eq(deployments.name, input.name),
-                isNull(deployments.deletedAt),
-              ),
-            )
-            .for("update");
+          let [dep] = await tx.select().from(deployments).where(sameName).for("update");
           const created = !dep;
           if (!dep) {
             if (input.prevVersion !== 0) throw versionConflict(0, input.prevVersion);
@@ -439,6 +451,12 @@ export const deploymentsRouter = router({
           fieldErrors: { numReplicas: "give numReplicas or autoscaling" },
         });
       }
+      await enforceScalePlan(
+        ctx,
+        ctx.org.id,
+        input.deploymentId,
+        s.autoscaling?.maxReplicas ?? s.numReplicas!,
+      );
       const result = await ctx.db.transaction(async (tx) => {
         const dep = await lockDeployment(tx, ctx.org.id, input.deploymentId);
         throwIfAny(quotaErrors(s, await clusterQuota(tx, dep.clusterId), ""), "over the cluster quota");

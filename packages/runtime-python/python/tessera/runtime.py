@@ -22,6 +22,8 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .api import HTTPError, Request, Response
+from .context import ClientGone, run_in_context, serve_cancellable
+from .handles import attach_handles, set_runtime_loop
 from .routing import BindError, Route, bind, collect_routes, match
 
 ERROR_STATUS = {
@@ -187,9 +189,12 @@ class Replica:
         if not inspect.isclass(cls):
             raise LookupError("module %r has no class %r" % (self.s.module_name, self.s.class_name))
         routes = collect_routes(cls)
+        # A class without its own __init__ shows object's `(self, /, *args, **kwargs)`: only a
+        # named parameter asks for the user config.
         init_params = [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
-                       if p.kind not in (inspect.Parameter.VAR_KEYWORD,)]
+                       if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
         instance = cls(self.s.user_config) if init_params else cls()
+        attach_handles(instance)
         self.routes = routes
         self.instance = instance
         self.constructed = True
@@ -309,7 +314,12 @@ class Replica:
                 keep = keep and not e.close
                 status = await self.send_error(writer, req, e.code, e.message, request_id, not keep)
                 return keep
-            status, keep = await self.dispatch(req, writer, request_id, keep)
+            try:
+                status, keep = await serve_cancellable(reader, request_id,
+                                                       lambda: self.dispatch(req, writer, request_id, keep))
+            except ClientGone:
+                status, keep = 499, False
+                self.log.info("client disconnected: request cancelled", requestId=request_id, path=req.path)
             return keep
         finally:
             if counted:
@@ -387,7 +397,7 @@ class Replica:
             elif route.is_async:
                 result = await method(**kwargs)
             else:
-                result = await asyncio.get_running_loop().run_in_executor(self.pool, lambda: method(**kwargs))
+                result = await asyncio.get_running_loop().run_in_executor(self.pool, run_in_context(method, **kwargs))
                 if inspect.isawaitable(result):
                     result = await result
         except HTTPError as e:
@@ -638,7 +648,7 @@ async def aiter_any(body: Any, pool: concurrent.futures.Executor) -> AsyncIterat
     done = object()
     while True:
         # Each next() runs in the pool: a sync generator may block between items (model steps).
-        item = await loop.run_in_executor(pool, next, body, done)
+        item = await loop.run_in_executor(pool, run_in_context(next, body, done))
         if item is done:
             return
         yield item
@@ -687,6 +697,7 @@ async def main_async(settings: Settings, log: Log) -> int:
     server = await asyncio.start_server(replica.serve_connection, settings.host, settings.port,
                                         limit=MAX_HEADER_BYTES, reuse_address=True)
     replica.server = server
+    set_runtime_loop(loop)
     port = server.sockets[0].getsockname()[1]
     log.info("listening", host=settings.host, port=port, pid=os.getpid(), python=sys.version.split()[0])
     for sig in (signal.SIGTERM, signal.SIGINT):

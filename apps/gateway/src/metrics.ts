@@ -1,0 +1,65 @@
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Router } from "./router.js";
+
+/**
+ * Prometheus metrics on a registry of its own (several gateways in one process, as in tests,
+ * never share counters). In-flight gauges are read from the router at scrape time, so the hot
+ * path only pays for one counter and one histogram update.
+ */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<"deployment" | "status">;
+  private readonly latency: Histogram<"deployment">;
+
+  constructor(router: Router) {
+    this.requests = new Counter({
+      name: "tessera_gateway_requests_total",
+      help: "Requests answered by the gateway, by deployment id and HTTP status",
+      labelNames: ["deployment", "status"],
+      registers: [this.registry],
+    });
+    this.latency = new Histogram({
+      name: "tessera_gateway_request_duration_seconds",
+      help: "Time from request arrival to the end of the response, by deployment id",
+      labelNames: ["deployment"],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [this.registry],
+    });
+    new Gauge({
+      name: "tessera_gateway_in_flight_requests",
+      help: "Requests sent to a replica and not yet answered, by deployment id",
+      labelNames: ["deployment"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [id, lane] of router.lanes) this.set({ deployment: id }, lane.inFlight);
+      },
+    });
+    new Gauge({
+      name: "tessera_gateway_queued_requests",
+      help: "Requests waiting for a replica (all busy, or held while the deployment wakes), by deployment id",
+      labelNames: ["deployment"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [id, lane] of router.lanes) this.set({ deployment: id }, lane.waiters.length);
+      },
+    });
+    new Gauge({
+      name: "tessera_gateway_replica_in_flight_requests",
+      help: "Requests in flight per replica",
+      labelNames: ["deployment", "replica"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [id, lane] of router.lanes)
+          for (const slot of lane.replicas) this.set({ deployment: id, replica: slot.id }, slot.inFlight);
+      },
+    });
+  }
+
+  requestFinished(deploymentId: string, status: number, seconds: number): void {
+    this.requests.inc({ deployment: deploymentId, status: String(status) });
+    this.latency.observe({ deployment: deploymentId }, seconds);
+  }
+}
