@@ -91,4 +91,5 @@ CREATE INDEX "uptime_probes_deployment_at_idx" ON "uptime_probes" USING btree ("
 CREATE INDEX "usage_hourly_org_hour_idx" ON "usage_hourly" USING btree ("org_id","hour");--> statement-breakpoint
 CREATE INDEX "usage_hourly_deployment_hour_idx" ON "usage_hourly" USING btree ("deployment_id","hour");--> statement-breakpoint
 CREATE INDEX "usage_hourly_hour_idx" ON "usage_hourly" USING btree ("hour");--> statement-breakpoint
-CREATE INDEX "usage_events_recorded_at_idx" ON "usage_events" USING btree ("recorded_at");
+CREATE INDEX "usage_events_recorded_at_idx" ON "usage_events" USING btree ("recorded_at");--> statement-breakpoint
+CREATE INDEX "usage_events_at_idx" ON "usage_events" USING btree ("at");

@@ -187,7 +187,7 @@ export async function rollupHour(db: Database, hour: Date, now: Date = new Date(
               ${end}::timestamptz)
             - greatest(created_at, ${start}::timestamptz)) as secs
         from replicas
-        where created_at < ${end}
+        where created_at < ${end} and (stopped_at is null or stopped_at > ${start})
       ) r
       where secs > 0
       group by org_id, deployment_id`);

@@ -423,6 +423,8 @@ export const usageEvents = pgTable(
     index("usage_events_org_at_idx").on(t.orgId, t.at),
     index("usage_events_deployment_at_idx").on(t.deploymentId, t.at),
     index("usage_events_recorded_at_idx").on(t.recordedAt),
+    // The hourly rollup reads one hour of every organisation at once.
+    index("usage_events_at_idx").on(t.at),
   ],
 );
 
