@@ -6,7 +6,8 @@ CREATE TABLE "billing_accounts" (
 	"paid_since" timestamp with time zone,
 	"payment_failed" boolean DEFAULT false NOT NULL,
 	"payment_failed_at" timestamp with time zone,
-	"last_event_at" timestamp with time zone,
+	"payment_event_at" timestamp with time zone,
+	"subscription_event_at" timestamp with time zone,
 	"updated_at" timestamp with time zone DEFAULT now() NOT NULL,
 	CONSTRAINT "billing_accounts_stripe_customer_id_unique" UNIQUE("stripe_customer_id")
 );

@@ -96,15 +96,13 @@ describe("billing jobs", () => {
   it("exports Prometheus metrics: job runs, probes, deployments down, open incidents, queue depths", async () => {
     // A ready deployment with no ready replica: down.
     const d = await seedOrg(tdb.db, "jobs-metrics");
-    await tdb.db
-      .insert(uptimeIncidents)
-      .values({
-        orgId: d.org.id,
-        deploymentId: d.deployment.id,
-        openedAt: new Date(),
-        reason: "x",
-        failedProbes: 3,
-      });
+    await tdb.db.insert(uptimeIncidents).values({
+      orgId: d.org.id,
+      deploymentId: d.deployment.id,
+      openedAt: new Date(),
+      reason: "x",
+      failedProbes: 3,
+    });
     const redis = new Redis(connection);
     const monitor = bullQueueMonitor(redis, redisPrefix);
     const registry = new Registry();

@@ -517,8 +517,12 @@ export const billingAccounts = pgTable("billing_accounts", {
   /** An invoice payment failed and no later one succeeded: deploys are refused, serving is limited per plan. */
   paymentFailed: boolean("payment_failed").notNull().default(false),
   paymentFailedAt: ts("payment_failed_at"),
-  /** `created` of the newest Stripe event applied, so an older event delivered late changes nothing. */
-  lastEventAt: ts("last_event_at"),
+  /**
+   * `created` of the newest invoice / subscription event applied (two streams, ordered apart), so
+   * an older event of the same stream delivered late changes nothing.
+   */
+  paymentEventAt: ts("payment_event_at"),
+  subscriptionEventAt: ts("subscription_event_at"),
   updatedAt: ts("updated_at").notNull().defaultNow(),
 });
 
