@@ -5,6 +5,7 @@ export * from "./metrics.js";
 export * from "./plans.js";
 export * from "./queues.js";
 export * from "./reports.js";
+export * from "./retention.js";
 export * from "./slo.js";
 export * from "./stripe.js";
 export * from "./uptime.js";

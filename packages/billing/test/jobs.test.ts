@@ -40,6 +40,7 @@ describe("billing jobs", () => {
     const schedulers = await queue.getJobSchedulers();
     expect(schedulers.map((s) => [s.key, s.name, s.every]).sort()).toEqual([
       ["billing:probeUptime", "probeUptime", 60_000],
+      ["billing:pruneHistory", "pruneHistory", 21_600_000],
       ["billing:rollupUsage", "rollupUsage", 300_000],
       ["billing:syncStripeUsage", "syncStripeUsage", 900_000],
     ]);
@@ -67,6 +68,7 @@ describe("billing jobs", () => {
       // Its schedulers are registered under the same prefix the provisioner uses.
       expect((await billing.queue.getJobSchedulers()).map((s) => s.name).sort()).toEqual([
         "probeUptime",
+        "pruneHistory",
         "rollupUsage",
         "syncStripeUsage",
       ]);
