@@ -110,6 +110,8 @@ describe("billing jobs", () => {
     const registry = new Registry();
     const metrics = createBillingMetrics(registry, { db: tdb.db, queues: monitor });
     try {
+      // Nothing left over from the scheduler tests: exactly the job added here is delayed.
+      await queue.obliterate({ force: true });
       await queue.add("later", {}, { delay: 60_000 });
       const deps = { db: tdb.db, stripe: null, metrics };
       const probed = (await processBillingJob({ name: "probeUptime" }, deps)) as { down: number };
