@@ -179,6 +179,22 @@ const fixtures: Record<string, (w: World) => Case[]> = {
     { input: { orgId: B.orgId, deploymentId: B.deploymentId, numReplicas: 0 } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId, numReplicas: 0 } },
   ],
+  "rayServe.deploy": ({ A, B }) => {
+    const ray = {
+      entry: "app:app",
+      code: {
+        files: {
+          "app.py":
+            "from ray import serve\n\n@serve.deployment\nclass Echo:\n    def __call__(self, request):\n        return 'x'\n\napp = Echo.bind()\n",
+        },
+      },
+      prevVersions: { echo: B.version },
+    };
+    return [
+      { input: { orgId: B.orgId, applicationId: B.applicationId, ...ray } },
+      { input: { orgId: A.orgId, applicationId: B.applicationId, ...ray } },
+    ];
+  },
   "deployments.rollback": ({ A, B }) => [
     {
       input: {
@@ -212,6 +228,33 @@ const fixtures: Record<string, (w: World) => Case[]> = {
     { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
   ],
   "deployments.scalingEvents": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
+  "traffic.get": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
+  "traffic.deployCanary": ({ A, B }) =>
+    [B.orgId, A.orgId].map((orgId) => ({
+      input: {
+        orgId,
+        deploymentId: B.deploymentId,
+        config: sampleConfig,
+        code: sampleCode,
+        prevVersion: B.version,
+        percent: 50,
+      },
+    })),
+  "traffic.setWeight": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId, percent: 100 } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId, percent: 100 } },
+  ],
+  "traffic.promote": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId, prevVersion: B.version } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId, prevVersion: B.version } },
+  ],
+  "traffic.abort": ({ A, B }) => [
     { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
   ],
@@ -268,6 +311,14 @@ const fixtures: Record<string, (w: World) => Case[]> = {
   "slo.incidents": ({ A, B }) => [
     { input: { orgId: B.orgId } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId }, check: revealsNothingOfB },
+  ],
+  "metrics.deployment": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
+  "metrics.adminDeployments": () => [{ input: {} }],
+  "metrics.clusterUsage": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
     { input: { orgId: A.orgId }, check: revealsNothingOfB },
   ],
 };

@@ -383,6 +383,7 @@ export async function applyStripeEvent(
       default:
         return { type: event.type, duplicate: false };
     }
+    set.lastEventAt = account.lastEventAt && account.lastEventAt > created ? account.lastEventAt : created;
     await tx.update(billingAccounts).set(set).where(eq(billingAccounts.orgId, account.orgId));
     if (plan) await tx.update(organisations).set({ plan }).where(eq(organisations.id, account.orgId));
     return { type: event.type, duplicate: false };

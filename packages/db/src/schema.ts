@@ -217,6 +217,11 @@ export const deployments = pgTable(
     scaling: jsonb("scaling").$type<Record<string, unknown>>().notNull().default({}),
     /** Replicas the controller should run now (set by deploys, the operator API and the autoscaler). */
     targetReplicas: integer("target_replicas").notNull().default(1),
+    /**
+     * Canary traffic split `{canaryRevisionId, canaryPercent, startedAt}` (see `trafficSplit` in
+     * @tessera/core), null when the live revision takes all traffic.
+     */
+    traffic: jsonb("traffic").$type<{ canaryRevisionId: string; canaryPercent: number; startedAt: string }>(),
     state: text("state").$type<DeploymentState>().notNull().default("pending"),
     stateReason: text("state_reason"),
     createdAt: createdAt(),
@@ -255,6 +260,8 @@ export const revisions = pgTable(
     /** CodeBundle `{files, encoding}`. */
     code: jsonb("code").$type<{ files: Record<string, string>; encoding: "utf8" | "base64" }>().notNull(),
     envHash: text("env_hash").notNull(),
+    /** Free-form name of this revision (e.g. Ray Serve's `version="v2"`, a git sha); not unique. */
+    label: text("label"),
     state: text("state").$type<RevisionState>().notNull().default("pending"),
     failureReason: text("failure_reason"),
     createdBy: uuid("created_by").references(() => users.id, { onDelete: "set null" }),
@@ -517,6 +524,8 @@ export const billingAccounts = pgTable("billing_accounts", {
   /** An invoice payment failed and no later one succeeded: deploys are refused, serving is limited per plan. */
   paymentFailed: boolean("payment_failed").notNull().default(false),
   paymentFailedAt: ts("payment_failed_at"),
+  /** `created` of the newest Stripe event applied, of any kind (when billing last changed). */
+  lastEventAt: ts("last_event_at"),
   /**
    * `created` of the newest invoice / subscription event applied (two streams, ordered apart), so
    * an older event of the same stream delivered late changes nothing.

@@ -20,10 +20,12 @@ import {
 } from "@tessera/core";
 import lockfile from "proper-lockfile";
 import { BuildLog, emit, LogFollower, type LogListener } from "./build-log.js";
+import { BuildSlots } from "./build-slots.js";
 import { EnvironmentError, invalidSpec, unsupported } from "./errors.js";
 import { checkNpmDependency, environmentPackageJson } from "./npm.js";
 import {
   type CondaNeeds,
+  canInstallIntoOtherPython,
   checkCondaChannel,
   checkPipRequirement,
   chooseInterpreter,
@@ -54,6 +56,8 @@ export interface EnvironmentBuilderOptions {
   buildTimeoutMs?: number;
   /** A build lock not refreshed for this long belongs to a dead builder and is taken over; default 10 s. */
   lockStaleMs?: number;
+  /** Builds this process runs at once; more wait their turn (default 2). */
+  maxConcurrentBuilds?: number;
   /** Variables builds may inherit from (filtered, see run-command); default `process.env`. */
   env?: NodeJS.ProcessEnv;
 }
@@ -136,11 +140,13 @@ export class EnvironmentBuilder {
   readonly root: string;
   private readonly inFlight = new Map<string, InFlight>();
   private readonly closing = new AbortController();
+  private readonly slots: BuildSlots;
   private basePython?: Promise<PythonInterpreter>;
   private condaTool?: string | null;
 
   constructor(private readonly options: EnvironmentBuilderOptions) {
     this.root = resolve(options.root);
+    this.slots = new BuildSlots(this.maxConcurrentBuilds);
   }
 
   /** The hash naming the environment of `request`; throws VALIDATION_FAILED for a malformed spec. */
@@ -248,51 +254,62 @@ export class EnvironmentBuilder {
   ): Promise<EnsuredEnvironment> {
     mkdirSync(dir, { recursive: true });
     const waitStartedAt = new Date();
-    const deadline = Date.now() + this.buildTimeoutMs() + this.lockStaleMs() * 2;
     const follower = new LogFollower(join(dir, LOG), (line) => emit(listeners, line));
     let waited = false;
+    let queuedSaid = false;
+    // When the current wait on another builder's lock began: that builder is bounded by its build
+    // timeout, so a wait much longer than that means something is wrong.
+    let lockedSince: number | undefined;
     for (;;) {
       const ready = readReady(dir);
       if (ready) {
         follower.poll();
         return { hash, runtime, location: ready.location, interpreter: ready.interpreter, reused: true };
       }
-      const lockLost = new AbortController();
-      const release = await this.tryLock(dir, (error) => {
-        emit(listeners, `! build lock lost: ${error.message}`);
-        lockLost.abort();
+      // A slot before the lock: a build queued here must not keep other processes from building it.
+      const releaseSlot = await this.slots.acquire(() => {
+        if (!queuedSaid)
+          emit(listeners, `waiting for a build slot (at most ${this.maxConcurrentBuilds} at once)`);
+        queuedSaid = true;
       });
-      if (release) {
-        try {
-          const builtMeanwhile = readReady(dir);
-          if (builtMeanwhile)
-            return {
-              hash,
-              runtime,
-              location: builtMeanwhile.location,
-              interpreter: builtMeanwhile.interpreter,
-              reused: true,
-            };
-          const failed = readJson<FailedRecord>(join(dir, FAILED));
-          // The build this call waited for failed: report that failure rather than repeat it at once.
-          if (waited && failed && new Date(failed.at) >= waitStartedAt)
-            throw new EnvironmentError("ENV_BUILD_FAILED", `environment build failed: ${failed.reason}`, {
-              hash,
-              reason: failed.reason,
-              logTail: failed.logTail,
-              logFile: join(dir, LOG),
-            });
-          return await this.build(hash, runtime, spec, dir, recipe, listeners, lockLost.signal);
-        } finally {
-          await release().catch(() => undefined);
+      try {
+        const lockLost = new AbortController();
+        const release = await this.tryLock(dir, (error) => {
+          emit(listeners, `! build lock lost: ${error.message}`);
+          lockLost.abort();
+        });
+        if (release) {
+          try {
+            const builtMeanwhile = readReady(dir);
+            if (builtMeanwhile) {
+              follower.poll();
+              const { location, interpreter } = builtMeanwhile;
+              return { hash, runtime, location, interpreter, reused: true };
+            }
+            const failed = readJson<FailedRecord>(join(dir, FAILED));
+            // The build this call waited for failed: report that failure rather than repeat it at once.
+            if (waited && failed && new Date(failed.at) >= waitStartedAt)
+              throw new EnvironmentError("ENV_BUILD_FAILED", `environment build failed: ${failed.reason}`, {
+                hash,
+                reason: failed.reason,
+                logTail: failed.logTail,
+                logFile: join(dir, LOG),
+              });
+            return await this.build(hash, runtime, spec, dir, recipe, listeners, lockLost.signal);
+          } finally {
+            await release().catch(() => undefined);
+          }
         }
+      } finally {
+        releaseSlot();
       }
       if (this.closing.signal.aborted)
         throw new EnvironmentError("ENV_BUILD_FAILED", "the environment builder is closing", { hash });
       if (!waited) emit(listeners, `waiting for another builder of environment ${hash}`);
       waited = true;
+      lockedSince ??= Date.now();
       follower.poll();
-      if (Date.now() > deadline)
+      if (Date.now() - lockedSince > this.buildTimeoutMs() + this.lockStaleMs() * 2)
         throw new EnvironmentError(
           "ENV_BUILD_FAILED",
           "timed out waiting for another build of this environment",
@@ -349,7 +366,10 @@ export class EnvironmentBuilder {
       log.line(`building ${runtime} environment ${hash}: ${JSON.stringify(spec)}`);
       for (const note of recipe.notes) log.line(note);
       writeFileSync(join(dir, "spec.json"), `${JSON.stringify({ runtime, spec }, null, 2)}\n`);
-      for (const [name, content] of Object.entries(recipe.files)) writeFileSync(join(dir, name), content);
+      for (const [name, content] of Object.entries(recipe.files)) {
+        mkdirSync(dirname(join(dir, name)), { recursive: true });
+        writeFileSync(join(dir, name), content);
+      }
       const env = buildEnvironmentVariables(this.options.env ?? process.env);
       const deadline = started + this.buildTimeoutMs();
       for (const command of recipe.commands) {
@@ -409,16 +429,28 @@ export class EnvironmentBuilder {
   /** Decide how to provide the spec; throws ENV_UNSUPPORTED / VALIDATION_FAILED before touching disk. */
   private async plan(runtime: RuntimeKind, spec: EnvironmentSpec, hash: string, dir: string): Promise<Plan> {
     if (runtime === "node") {
-      if (spec.kind === "none" || (spec.kind === "npm" && Object.keys(spec.dependencies).length === 0))
+      if (spec.kind === "none")
         return { base: { location: dirname(dirname(process.execPath)), interpreter: process.execPath } };
       if (spec.kind !== "npm")
         throw unsupported(`a ${spec.kind} environment cannot serve a node deployment: use an npm spec`, hash);
       for (const [name, version] of Object.entries(spec.dependencies)) checkNpmDependency(name, version);
+      const files = { "package.json": environmentPackageJson(hash, spec.dependencies) };
+      // No dependencies: nothing to install, but an npm environment always has its node_modules.
+      if (Object.keys(spec.dependencies).length === 0)
+        return {
+          recipe: {
+            location: dir,
+            interpreter: process.execPath,
+            files: { ...files, "node_modules/.empty": "" },
+            commands: [],
+            notes: [],
+          },
+        };
       return {
         recipe: {
           location: dir,
           interpreter: process.execPath,
-          files: { "package.json": environmentPackageJson(hash, spec.dependencies) },
+          files,
           commands: [
             {
               title: "npm install",
@@ -480,6 +512,7 @@ export class EnvironmentBuilder {
     if (requirements.length === 0) return { base: baseOf(python) };
     const prefix = join(dir, PREFIX);
     const venvPython = join(prefix, "bin", "python");
+    const externalPip = canInstallIntoOtherPython(python);
     return {
       recipe: {
         location: prefix,
@@ -492,14 +525,20 @@ export class EnvironmentBuilder {
               python.executable,
               "-m",
               "venv",
+              ...(externalPip ? ["--without-pip"] : []),
               ...(this.options.systemSitePackages ? ["--system-site-packages"] : []),
               prefix,
             ],
             cwd: dir,
           },
-          this.pipInstall(venvPython, dir),
+          externalPip
+            ? this.pipInstall([python.executable, "-m", "pip", "--python", venvPython], dir)
+            : this.pipInstall([venvPython, "-m", "pip"], dir),
         ],
-        notes: [...notes, `python ${python.version} (${python.executable})`],
+        notes: [
+          ...notes,
+          `python ${python.version} (${python.executable}), pip ${python.pip ?? "from ensurepip"}`,
+        ],
       },
     };
   }
@@ -537,7 +576,7 @@ export class EnvironmentBuilder {
         cwd: dir,
       },
     ];
-    if (needs.pipRequirements.length > 0) commands.push(this.pipInstall(python, dir));
+    if (needs.pipRequirements.length > 0) commands.push(this.pipInstall([python, "-m", "pip"], dir));
     return {
       location: prefix,
       interpreter: python,
@@ -550,13 +589,12 @@ export class EnvironmentBuilder {
     };
   }
 
-  private pipInstall(python: string, dir: string): BuildCommand {
+  /** `pip` is how to run pip for the environment: its own, or the base one with `--python`. */
+  private pipInstall(pip: [string, ...string[]], dir: string): BuildCommand {
     return {
       title: "pip install",
       argv: [
-        python,
-        "-m",
-        "pip",
+        ...pip,
         "install",
         "--disable-pip-version-check",
         "--no-input",
@@ -588,6 +626,10 @@ export class EnvironmentBuilder {
     if (this.condaTool === undefined)
       this.condaTool = findOnPath(["micromamba", "mamba", "conda"], this.options.env) ?? null;
     return this.condaTool ?? undefined;
+  }
+
+  private get maxConcurrentBuilds(): number {
+    return Math.max(1, Math.floor(this.options.maxConcurrentBuilds ?? 2));
   }
 
   private buildTimeoutMs(): number {

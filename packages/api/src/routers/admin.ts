@@ -14,7 +14,8 @@ const page = z.object({
   offset: z.number().int().min(0).default(0),
 });
 
-const like = (s: string) => `%${s.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+/** An ILIKE pattern matching `s` anywhere, with its wildcards escaped. */
+export const like = (s: string) => `%${s.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 
 /** Read-only views across every organisation, for platform operators. */
 export const adminRouter = router({

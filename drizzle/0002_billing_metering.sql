@@ -6,8 +6,7 @@ CREATE TABLE "billing_accounts" (
 	"paid_since" timestamp with time zone,
 	"payment_failed" boolean DEFAULT false NOT NULL,
 	"payment_failed_at" timestamp with time zone,
-	"payment_event_at" timestamp with time zone,
-	"subscription_event_at" timestamp with time zone,
+	"last_event_at" timestamp with time zone,
 	"updated_at" timestamp with time zone DEFAULT now() NOT NULL,
 	CONSTRAINT "billing_accounts_stripe_customer_id_unique" UNIQUE("stripe_customer_id")
 );
@@ -92,5 +91,4 @@ CREATE INDEX "uptime_probes_deployment_at_idx" ON "uptime_probes" USING btree ("
 CREATE INDEX "usage_hourly_org_hour_idx" ON "usage_hourly" USING btree ("org_id","hour");--> statement-breakpoint
 CREATE INDEX "usage_hourly_deployment_hour_idx" ON "usage_hourly" USING btree ("deployment_id","hour");--> statement-breakpoint
 CREATE INDEX "usage_hourly_hour_idx" ON "usage_hourly" USING btree ("hour");--> statement-breakpoint
-CREATE INDEX "usage_events_recorded_at_idx" ON "usage_events" USING btree ("recorded_at");--> statement-breakpoint
-CREATE INDEX "usage_events_at_idx" ON "usage_events" USING btree ("at");
+CREATE INDEX "usage_events_recorded_at_idx" ON "usage_events" USING btree ("recorded_at");
