@@ -1,7 +1,7 @@
 /** @type {import('next').NextConfig} */
 const nextConfig = {
   // The workspace packages ship TypeScript sources with ESM `.js` specifiers.
-  transpilePackages: ["@tessera/api", "@tessera/core", "@tessera/db"],
+  transpilePackages: ["@tessera/api", "@tessera/billing", "@tessera/core", "@tessera/db"],
   // Native and driver modules stay plain `require`s on the server.
   serverExternalPackages: ["@node-rs/argon2", "pg"],
   poweredByHeader: false,
