@@ -5,7 +5,7 @@
  * the ratio to the direct numbers. Knobs: BENCH_DURATION_S (10), BENCH_CONNECTIONS (32).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -32,9 +32,46 @@ export interface BenchRow {
   p50: number;
   p99: number;
   errors: number;
+  /** CPU microseconds the proxy (gateway or nginx) spent per request; null for direct. */
+  proxyCpuUs: number | null;
+  replicaCpuUs: number;
 }
 
-async function measure(target: string, url: string, headers: Record<string, string> = {}): Promise<BenchRow> {
+/** CPU time (user + system, ms) used so far by a process and its direct children, from /proc. */
+function cpuMs(pid: number): number {
+  const ticks = (p: number) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      return 0;
+    }
+  };
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    // no children file on this kernel: the process alone
+  }
+  return ((ticks(pid) + children.reduce((sum, c) => sum + ticks(c), 0)) * 1000) / 100; // USER_HZ = 100 on Linux
+}
+
+/**
+ * Measures one target. `proxyPid` (the gateway or nginx) and `replicaPid` are sampled for CPU
+ * time, giving CPU per request: unlike requests/s, that figure holds on a machine shared with
+ * other work.
+ */
+async function measure(
+  target: string,
+  url: string,
+  pids: { proxy?: number; replica: number },
+  headers: Record<string, string> = {},
+): Promise<BenchRow> {
   const options = {
     url,
     method: "POST",
@@ -43,13 +80,17 @@ async function measure(target: string, url: string, headers: Record<string, stri
     connections: CONNECTIONS,
   };
   await autocannon({ ...options, duration: 1 }); // warm up pools and JIT
+  const before = { proxy: pids.proxy ? cpuMs(pids.proxy) : 0, replica: cpuMs(pids.replica) };
   const result = await autocannon({ ...options, duration: DURATION_S });
+  const requests = Math.max(1, result.requests.total);
   return {
     target,
     rps: result.requests.average,
     p50: result.latency.p50,
     p99: result.latency.p99,
     errors: result.errors + result.timeouts + result.non2xx,
+    proxyCpuUs: pids.proxy ? ((cpuMs(pids.proxy) - before.proxy) * 1000) / requests : null,
+    replicaCpuUs: ((cpuMs(pids.replica) - before.replica) * 1000) / requests,
   };
 }
 
@@ -90,7 +131,7 @@ async function startNginx(
   binary: string,
   work: string,
   replicaPort: number,
-): Promise<{ url: string; stop(): void }> {
+): Promise<{ url: string; pid: number; stop(): void }> {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const conf = join(work, "nginx.conf");
   writeFileSync(
@@ -128,7 +169,7 @@ http {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-  return { url, stop: () => proc.kill("SIGTERM") };
+  return { url, pid: proc.pid!, stop: () => proc.kill("SIGTERM") };
 }
 
 export async function benchGateway(): Promise<BenchRow[]> {
@@ -185,17 +226,23 @@ export async function benchGateway(): Promise<BenchRow[]> {
     const gatewayUrl = String(listening.url);
 
     const rows: BenchRow[] = [];
-    rows.push(await measure("direct", `${replica.url}/deduplicate`));
+    const replicaPid = replica.proc.pid!;
+    rows.push(await measure("direct", `${replica.url}/deduplicate`, { replica: replicaPid }));
     rows.push(
-      await measure("gateway", `${gatewayUrl}/v1/bench/df/deduplicate`, {
-        authorization: `Bearer ${org.key}`,
-      }),
+      await measure(
+        "gateway",
+        `${gatewayUrl}/v1/bench/df/deduplicate`,
+        { proxy: gatewayProc.pid!, replica: replicaPid },
+        { authorization: `Bearer ${org.key}` },
+      ),
     );
     const nginx = hasNginx();
     if (nginx) {
       const proxy = await startNginx(nginx, work, replica.port);
       cleanup.unshift(() => proxy.stop());
-      rows.push(await measure("nginx", `${proxy.url}/deduplicate`));
+      rows.push(
+        await measure("nginx", `${proxy.url}/deduplicate`, { proxy: proxy.pid, replica: replicaPid }),
+      );
     }
     return rows;
   } finally {
@@ -206,11 +253,14 @@ export async function benchGateway(): Promise<BenchRow[]> {
 export function printBenchRows(title: string, rows: BenchRow[]): void {
   const direct = rows.find((r) => r.target === "direct");
   console.log(`\n${title} (${CONNECTIONS} connections, ${DURATION_S} s each)`);
-  console.log("target     req/s     p50 ms   p99 ms   req/s vs direct   errors");
+  console.log(
+    "target     req/s     p50 ms   p99 ms   req/s vs direct   errors   proxy CPU/req   replica CPU/req",
+  );
   for (const r of rows) {
     const ratio = direct ? `${((r.rps / direct.rps) * 100).toFixed(0)}%` : "-";
+    const proxyCpu = r.proxyCpuUs === null ? "-" : `${r.proxyCpuUs.toFixed(0)} µs`;
     console.log(
-      `${r.target.padEnd(9)}${r.rps.toFixed(0).padStart(7)}${r.p50.toFixed(1).padStart(10)}${r.p99.toFixed(1).padStart(9)}${ratio.padStart(18)}${String(r.errors).padStart(9)}`,
+      `${r.target.padEnd(9)}${r.rps.toFixed(0).padStart(7)}${r.p50.toFixed(1).padStart(10)}${r.p99.toFixed(1).padStart(9)}${ratio.padStart(18)}${String(r.errors).padStart(9)}${proxyCpu.padStart(16)}${`${r.replicaCpuUs.toFixed(0)} µs`.padStart(18)}`,
     );
   }
 }

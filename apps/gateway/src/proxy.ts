@@ -59,6 +59,8 @@ export interface ForwardRequest {
   requestId: string;
   /** Aborted when the client goes away. */
   abort: AbortController;
+  /** Only replicas of this revision may serve it (traffic splitting); any when absent. */
+  revisionId?: string;
 }
 
 function upstreamHeaders(req: IncomingMessage, requestId: string): string[] {
@@ -96,17 +98,106 @@ function isSmallJson(headers: IncomingHttpHeaders): boolean {
   return length <= 4096 && String(headers["content-type"] ?? "").startsWith("application/json");
 }
 
-function waitWritable(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off("drain", done);
-      res.off("close", done);
-      resolve();
-    };
-    res.on("drain", done);
-    res.on("close", done);
-  });
+type ExchangeOutcome =
+  | { kind: "answered"; bytesOut: number }
+  /** The replica declined without processing it (the runtimes' 503 DRAINING / starting). */
+  | { kind: "declined"; reason: "draining" | "starting" }
+  | { kind: "failed"; error: Error; responded: boolean; bytesOut: number };
+
+/**
+ * One request/response with a replica, driven by undici's dispatch API: response chunks go
+ * straight to the client with backpressure, without the stream and promise machinery of
+ * `request()` (this is the hot path). A short JSON 503 is held back until it is clear whether it
+ * is the runtime declining the request (resend) or the handler's own answer (pass on).
+ */
+class UpstreamExchange implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | null = null;
+  private abortReason: Error | null = null;
+  private held: Buffer[] | null = null;
+  private heldHeaders: IncomingHttpHeaders | null = null;
+  private responded = false;
+  private settled = false;
+  bytesOut = 0;
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly requestId: string,
+    private readonly headersArrived: () => void,
+    private readonly settle: (outcome: ExchangeOutcome) => void,
+  ) {}
+
+  abort(reason: Error): void {
+    this.abortReason ??= reason;
+    this.controller?.abort(reason);
+  }
+
+  private finish(outcome: ExchangeOutcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.settle(outcome);
+  }
+
+  private readonly resume = () => this.controller?.resume();
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.abortReason) controller.abort(this.abortReason);
+  }
+
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: IncomingHttpHeaders,
+  ): void {
+    if (statusCode < 200) return;
+    this.headersArrived();
+    if (statusCode === 503 && isSmallJson(headers)) {
+      this.held = [];
+      this.heldHeaders = headers;
+      return;
+    }
+    this.responded = true;
+    this.res.writeHead(statusCode, downstreamHeaders(headers, this.requestId));
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.bytesOut += chunk.length;
+    if (this.held) {
+      this.held.push(chunk);
+      return;
+    }
+    if (this.res.destroyed) {
+      controller.abort(new Error("the client went away"));
+      return;
+    }
+    if (!this.res.write(chunk)) {
+      controller.pause();
+      this.res.once("drain", this.resume);
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.held) {
+      const body = Buffer.concat(this.held);
+      const reason = notProcessedReason(body.toString("utf8"));
+      if (reason) {
+        this.finish({ kind: "declined", reason });
+        return;
+      }
+      this.responded = true;
+      this.res.writeHead(503, downstreamHeaders(this.heldHeaders!, this.requestId));
+      this.res.end(body);
+    } else this.res.end();
+    this.finish({ kind: "answered", bytesOut: this.bytesOut });
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    this.finish({ kind: "failed", error, responded: this.responded, bytesOut: this.bytesOut });
+  }
 }
+
+const CLIENT_GONE = new Error("the client went away");
+const TIMED_OUT = new Error("no response within the request timeout");
 
 /**
  * Sends requests to replicas over keep-alive pools and streams answers back. A request is sent
@@ -120,7 +211,10 @@ export class ReplicaProxy {
     const { lane } = f;
     const timeoutMs = lane.route.limits.requestTimeoutMs;
     let deadline = Date.now() + timeoutMs;
-    let exclude: Set<ReplicaSlot> | undefined;
+    // Replicas of other revisions are excluded up front, like ones already tried.
+    let exclude: Set<ReplicaSlot> | undefined = f.revisionId
+      ? new Set(lane.replicas.filter((s) => s.revisionId !== f.revisionId))
+      : undefined;
     for (;;) {
       let slot = this.router.tryAcquire(lane, exclude);
       if (!slot) {
@@ -129,95 +223,77 @@ export class ReplicaProxy {
         // A request held through a cold start gets its full timeout from when a replica took it.
         if (cold) deadline = Date.now() + timeoutMs;
       }
-      const outcome = await this.attempt(f, slot, deadline);
-      if (outcome !== "resend") return outcome;
+      let outcome: ExchangeOutcome;
+      try {
+        outcome = await this.exchange(f, slot, deadline);
+      } finally {
+        this.router.release(slot);
+      }
+      const result = this.judge(f, slot, outcome);
+      if (result !== "resend") return result;
       exclude ??= new Set();
       exclude.add(slot);
     }
   }
 
-  private async attempt(
-    f: ForwardRequest,
-    slot: ReplicaSlot,
-    deadline: number,
-  ): Promise<ForwardResult | "resend"> {
-    const { res } = f;
-    let timedOut = false;
-    const timer = setTimeout(
-      () => {
-        timedOut = true;
-        f.abort.abort();
-      },
-      Math.max(1, deadline - Date.now()),
-    );
-    let released = false;
-    const release = () => {
-      if (!released) this.router.release(slot);
-      released = true;
-    };
-    try {
-      let upstream: Dispatcher.ResponseData;
+  private exchange(f: ForwardRequest, slot: ReplicaSlot, deadline: number): Promise<ExchangeOutcome> {
+    return new Promise<ExchangeOutcome>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onClientGone = () => exchange.abort(CLIENT_GONE);
+      const exchange = new UpstreamExchange(
+        f.res,
+        f.requestId,
+        () => clearTimeout(timer),
+        (outcome) => {
+          clearTimeout(timer);
+          f.abort.signal.removeEventListener("abort", onClientGone);
+          resolve(outcome);
+        },
+      );
+      timer = setTimeout(() => exchange.abort(TIMED_OUT), Math.max(1, deadline - Date.now()));
+      if (f.abort.signal.aborted) exchange.abort(CLIENT_GONE);
+      else f.abort.signal.addEventListener("abort", onClientGone, { once: true });
       try {
-        upstream = await slot.pool.request({
-          path: f.path,
-          method: (f.req.method ?? "GET") as Dispatcher.HttpMethod,
-          headers: upstreamHeaders(f.req, f.requestId),
-          body: f.body,
-          signal: f.abort.signal,
-          // Our own timer bounds the wait for headers; bodyTimeout bounds silence inside a stream.
-          headersTimeout: 0,
-          bodyTimeout: f.lane.route.limits.requestTimeoutMs,
-        });
+        slot.pool.dispatch(
+          {
+            path: f.path,
+            method: (f.req.method ?? "GET") as Dispatcher.HttpMethod,
+            headers: upstreamHeaders(f.req, f.requestId),
+            body: f.body,
+            // Our timer bounds the wait for headers; bodyTimeout bounds silence inside a stream.
+            headersTimeout: 0,
+            bodyTimeout: f.lane.route.limits.requestTimeoutMs,
+          },
+          exchange,
+        );
       } catch (err) {
-        if (timedOut) throw timeoutError(f.lane);
-        if (f.abort.signal.aborted) return { bytesOut: 0, replicaId: slot.id };
-        const code = (err as { code?: string }).code ?? "";
-        if (NEVER_REACHED.has(code)) {
-          this.router.avoid(slot);
-          return "resend";
-        }
-        // A replica that died leaves dead keep-alive connections behind; an idempotent request
-        // that hit one is resent, anything else would risk running twice.
-        if (CONNECTION_LOST.has(code) && IDEMPOTENT.has(f.req.method ?? "GET")) {
-          this.router.avoid(slot);
-          return "resend";
-        }
-        throw new TesseraError("UPSTREAM_ERROR", `replica failed: ${(err as Error).message}`);
+        exchange.onResponseError(null as unknown as Dispatcher.DispatchController, err as Error);
       }
-      clearTimeout(timer);
+    });
+  }
 
-      if (upstream.statusCode === 503 && isSmallJson(upstream.headers)) {
-        const text = await upstream.body.text().catch(() => "");
-        const reason = notProcessedReason(text);
-        if (reason === "draining") this.router.markDraining(slot);
-        if (reason) return "resend";
-        const payload = Buffer.from(text);
-        if (!res.destroyed) {
-          res.writeHead(503, downstreamHeaders(upstream.headers, f.requestId));
-          res.end(payload);
-        }
-        return { bytesOut: payload.length, replicaId: slot.id };
-      }
-
-      let bytesOut = 0;
-      res.writeHead(upstream.statusCode, downstreamHeaders(upstream.headers, f.requestId));
-      try {
-        for await (const chunk of upstream.body as AsyncIterable<Buffer>) {
-          bytesOut += chunk.length;
-          if (!res.write(chunk)) await waitWritable(res);
-          if (res.destroyed) break;
-        }
-        res.end();
-      } catch {
-        // The replica died or went silent mid-stream: the status is out, so cut the response.
-        res.destroy();
-      }
-      if (res.destroyed) upstream.body.destroy();
-      return { bytesOut, replicaId: slot.id };
-    } finally {
-      clearTimeout(timer);
-      release();
+  /** What an exchange means for the client: a result, a resend elsewhere, or an error to answer. */
+  private judge(f: ForwardRequest, slot: ReplicaSlot, outcome: ExchangeOutcome): ForwardResult | "resend" {
+    if (outcome.kind === "answered") return { bytesOut: outcome.bytesOut, replicaId: slot.id };
+    if (outcome.kind === "declined") {
+      if (outcome.reason === "draining") this.router.markDraining(slot);
+      return "resend";
     }
+    if (outcome.responded) {
+      // The replica died or went silent mid-stream: the status is out, so cut the response.
+      f.res.destroy();
+      return { bytesOut: outcome.bytesOut, replicaId: slot.id };
+    }
+    if (outcome.error === TIMED_OUT) throw timeoutError(f.lane);
+    if (outcome.error === CLIENT_GONE || f.abort.signal.aborted) return { bytesOut: 0, replicaId: slot.id };
+    const code = (outcome.error as { code?: string }).code ?? "";
+    // Refused: never reached. Lost connection: a replica that died leaves dead keep-alive
+    // connections behind; an idempotent request that hit one is resent, anything else could run twice.
+    if (NEVER_REACHED.has(code) || (CONNECTION_LOST.has(code) && IDEMPOTENT.has(f.req.method ?? "GET"))) {
+      this.router.avoid(slot);
+      return "resend";
+    }
+    throw new TesseraError("UPSTREAM_ERROR", `replica failed: ${outcome.error.message}`);
   }
 }
 

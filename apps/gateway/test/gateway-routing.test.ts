@@ -209,6 +209,19 @@ describe("router", () => {
     expect(await stream.end()).toContain('"n":2');
   });
 
+  it("passes large bodies both ways intact", async () => {
+    // Several MB each way: the response outruns the client socket, so the proxy pauses and resumes.
+    const big = Array.from({ length: 4 * 1024 * 1024 }, (_, i) => String.fromCharCode(97 + (i % 26))).join(
+      "",
+    );
+    const reply = await call("/v1/acme/slowpoke/echo", acme.key, {
+      raw: big,
+      headers: { "content-type": "text/plain" },
+    });
+    expect(reply.status).toBe(200);
+    expect(reply.json().body).toBe(big);
+  });
+
   it("rejects bodies above the deployment's maxBodyBytes with PAYLOAD_TOO_LARGE", async () => {
     const big = "x".repeat(4096);
     const declared = await call("/v1/acme/shop/echo", acme.key, {
@@ -298,6 +311,7 @@ describe("metering and operations", () => {
     expect(metrics.status).toBe(200);
     expect(metrics.text).toContain(`tessera_gateway_requests_total{deployment="${api.id}",status="200"}`);
     expect(metrics.text).toContain("tessera_gateway_request_duration_seconds_bucket");
+    expect(metrics.text).toContain('tessera_gateway_requests_total{deployment="none",status="401"}');
     expect(metrics.text).toContain(`tessera_gateway_replica_in_flight_requests{deployment="${api.id}"`);
 
     const guarded = await createGateway({

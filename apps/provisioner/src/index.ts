@@ -1,5 +1,6 @@
 export * from "./controller/index.js";
 export {
+  type DriverLogHooks,
   defaultDriverFactory,
   type Provisioner,
   type ProvisionerOptions,

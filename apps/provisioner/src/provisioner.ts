@@ -1,4 +1,4 @@
-import { type ClusterDriver, createDriver } from "@tessera/cluster";
+import { type ClusterDriver, createDriver, type ReplicaLogLine } from "@tessera/cluster";
 import { redisKeys } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { BullJobQueue, createControlWorker, createRedisNotifier } from "@tessera/jobs";
@@ -6,6 +6,7 @@ import { Redis } from "ioredis";
 import { type AutoscalerHandle, startAutoscaler } from "./autoscaling/index.js";
 import { type ClusterRow, Controller, controlJobHandler, type HandleSettings } from "./controller/index.js";
 import { componentLog, type Log } from "./controller/log.js";
+import { ReplicaLogSink } from "./controller/replica-log-sink.js";
 
 export interface ProvisionerOptions {
   db: Database;
@@ -16,8 +17,12 @@ export interface ProvisionerOptions {
   dataDir?: string;
   /** Handle URL/token for composition (TESSERA_GATEWAY_URL, TESSERA_HANDLE_SECRET). */
   handles?: HandleSettings;
-  /** Overrides how a cluster's driver is made (tests, embedding). */
-  driverFor?: (cluster: ClusterRow) => ClusterDriver;
+  /**
+   * Overrides how a cluster's driver is made (tests, embedding); `hooks.onLog` stores replica
+   * output in `replica_logs`. Called once per cluster; return a shared instance where one driver
+   * serves several clusters.
+   */
+  driverFor?: (cluster: ClusterRow, hooks: DriverLogHooks) => ClusterDriver;
   /** Full reconcile period. Default 3000 ms. */
   reconcileIntervalMs?: number;
   /** Autoscaler period. Default 1000 ms. */
@@ -31,8 +36,14 @@ export interface ProvisionerOptions {
   log?: Log;
 }
 
+export interface DriverLogHooks {
+  onLog: (line: ReplicaLogLine) => void;
+}
+
 export interface Provisioner {
   controller: Controller;
+  /** Stores replica output (the drivers' `onLog`). */
+  replicaLogs: ReplicaLogSink;
   queue: BullJobQueue;
   autoscaler: AutoscalerHandle;
   /** Resolves once the worker takes jobs and the wake subscription is live. */
@@ -44,9 +55,28 @@ export interface Provisioner {
   close(opts?: { force?: boolean }): Promise<void>;
 }
 
-export function defaultDriverFactory(_dataDir: string | undefined): (cluster: ClusterRow) => ClusterDriver {
-  return (cluster) =>
-    createDriver({ id: cluster.id, driver: cluster.driver, driverConfig: cluster.driverConfig });
+/**
+ * Drivers as cluster rows ask for them. Local clusters sharing a data dir share one LocalDriver
+ * (it supervises every replica under that dir and adopts them after a restart); replica output
+ * goes to `onLog`.
+ */
+export function defaultDriverFactory(opts: {
+  dataDir?: string;
+  onLog?: (line: ReplicaLogLine) => void;
+}): (cluster: ClusterRow) => ClusterDriver {
+  const local = new Map<string, ClusterDriver>();
+  return (cluster) => {
+    if (cluster.driver !== "local")
+      return createDriver({ id: cluster.id, driver: cluster.driver, driverConfig: cluster.driverConfig });
+    const driverConfig = { ...(opts.dataDir ? { dataDir: opts.dataDir } : {}), ...cluster.driverConfig };
+    const key = JSON.stringify(driverConfig);
+    let driver = local.get(key);
+    if (!driver) {
+      driver = createDriver({ driver: "local", driverConfig }, { local: { onLog: opts.onLog } });
+      local.set(key, driver);
+    }
+    return driver;
+  };
 }
 
 /** Worker + controller loop + autoscaler, all on one Redis and one database. */
@@ -58,12 +88,15 @@ export function startProvisioner(options: ProvisionerOptions): Provisioner {
   redis.on("error", (err) => log("warn", "redis error", { err: String(err) }));
   const notify = createRedisNotifier(redis, prefix);
   const queue = new BullJobQueue({ db, redis, prefix, backoffMs: options.jobRetryBackoffMs });
+  const replicaLogs = new ReplicaLogSink(db, log);
   const controller = new Controller({
     db,
     notify,
     redis,
     prefix,
-    driverFor: options.driverFor ?? defaultDriverFactory(options.dataDir),
+    driverFor: options.driverFor
+      ? (cluster) => options.driverFor!(cluster, { onLog: replicaLogs.write })
+      : defaultDriverFactory({ dataDir: options.dataDir, onLog: replicaLogs.write }),
     handles: options.handles,
     intervalMs: options.reconcileIntervalMs,
     maxDrainS: options.maxDrainS,
@@ -92,6 +125,7 @@ export function startProvisioner(options: ProvisionerOptions): Provisioner {
   let closing: Promise<void> | null = null;
   return {
     controller,
+    replicaLogs,
     queue,
     autoscaler,
     ready,
@@ -100,6 +134,7 @@ export function startProvisioner(options: ProvisionerOptions): Provisioner {
         await worker.close({ force: opts.force });
         await autoscaler.stop();
         await controller.close();
+        await replicaLogs.close();
         await queue.close();
         await redis.quit().catch(() => redis.disconnect());
       })();

@@ -1,3 +1,4 @@
+import { redisKeys, verifyHandleToken } from "@tessera/core";
 import {
   clusters,
   deployments,
@@ -37,13 +38,15 @@ const code = (body = "return body") => ({
   files: { "handler.py": `class Echo:\n    def __call__(self, body):\n        ${body}\n` },
 });
 
+const HANDLES = { secret: "handle-secret-for-tests", gatewayUrl: "http://gateway.test:8080/" };
+
 const deploy = (name: string, cfg: unknown, bundle: unknown, prevVersion: number) =>
   api.deployments.deploy({ orgId, applicationId, name, config: cfg, code: bundle, prevVersion });
 
 beforeAll(async () => {
   driver = new ScriptedDriver();
   platform = await createTestPlatform("ctrl", driver);
-  provisioner = platform.startProvisioner();
+  provisioner = platform.startProvisioner({ handles: HANDLES });
   await provisioner.ready;
   const u = await platform.user("ops@example.com");
   api = u.api;
@@ -134,6 +137,14 @@ describe("controller", () => {
     expect(platform.routingNotices).toContain(depId);
     const spec = driver.startedSpecs.find((s) => s.deploymentId === depId)!;
     expect(spec).toMatchObject({ deploymentName: "echo", applicationName: "app", revisionVersion: 1, orgId });
+    // Composition: the replica reaches its siblings through the gateway with an app-scoped token.
+    const org = await api.orgs.get({ orgId });
+    expect(spec.extraEnv?.TESSERA_HANDLE_URL).toBe(`http://gateway.test:8080/-/handles/${org.slug}/app`);
+    expect(verifyHandleToken(HANDLES.secret, spec.extraEnv!.TESSERA_HANDLE_TOKEN!)).toEqual({
+      orgId,
+      applicationId,
+    });
+    expect(JSON.stringify(spec.extraEnv)).not.toContain(HANDLES.secret);
   });
 
   it("rolls out an update replica by replica without dropping below the target", async () => {
@@ -249,6 +260,42 @@ describe("controller", () => {
     ]);
     await api.deployments.updateScaling({ orgId, deploymentId: depId, numReplicas: 1 });
     await waitFor("unparked", async () => (await readyReplicas(depId, v1)).length === 1);
+  });
+
+  it("scales an idle autoscaled deployment to zero and wakes it on the gateway's signal", async () => {
+    const r = await deploy(
+      "sleepy",
+      config({
+        numReplicas: undefined,
+        autoscaling: {
+          minReplicas: 0,
+          maxReplicas: 2,
+          initialReplicas: 1,
+          upscaleDelayS: 0,
+          downscaleDelayS: 0,
+        },
+      }),
+      code(),
+      0,
+    );
+    expect((await jobDone(r.jobId)).state).toBe("succeeded");
+    const id = r.deployment.id;
+    await waitFor("scaled to zero", async () => {
+      const dep = await deploymentRow(id);
+      return dep.targetReplicas === 0 && (await activeReplicas(id)).length === 0;
+    });
+    // What a gateway does when a request arrives: it reports the held request and asks for a wake.
+    const keys = redisKeys(platform.prefix);
+    const now = Date.now();
+    await platform.redis.zadd(keys.ongoing(id), now, `gw-test:${now}:1`);
+    await platform.redis.publish(keys.wake, id);
+    await waitFor("woken", async () => (await readyReplicas(id)).length === 1);
+    const events = await db().select().from(scalingEvents).where(eq(scalingEvents.deploymentId, id));
+    // Once the reported request is stale the deployment may go back to zero: only the start matters.
+    expect(events.slice(0, 2).map((e) => [e.fromReplicas, e.toReplicas, e.reason])).toEqual([
+      [1, 0, "scale_to_zero"],
+      [0, 1, "wake"],
+    ]);
   });
 
   it("stops a deleted deployment's replicas", async () => {

@@ -6,7 +6,8 @@ import { invalidSpec } from "./errors.js";
  * registry (`npmArgs: --registry ...`) instead. Versions, ranges, tags, aliases, git and https
  * tarball URLs are allowed.
  */
-const LOCAL_SPEC = /^(file:|link:|portal:|workspace:|patch:|exec:|[./~\\]|-)/i;
+// `~/x` is a home-relative path; `~1.2.3` is a tilde range and fine.
+const LOCAL_SPEC = /^(file:|link:|portal:|workspace:|patch:|exec:|[./\\]|~[/\\]|-)/i;
 
 export function checkNpmDependency(name: string, spec: string): void {
   if (LOCAL_SPEC.test(spec.trim()))

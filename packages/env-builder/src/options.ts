@@ -10,11 +10,13 @@ import type { EnvironmentBuilderOptions } from "./builder.js";
  * - `TESSERA_MICROMAMBA`: micromamba/conda executable, or `none` to never use conda (default: looked up on PATH)
  * - `TESSERA_NPM`: npm executable; `TESSERA_NPM_ARGS`: extra `npm install` arguments, e.g. `--registry URL`
  * - `TESSERA_ENV_BUILD_TIMEOUT_S`: a build running longer fails (default 1800)
+ * - `TESSERA_ENV_MAX_CONCURRENT_BUILDS`: builds this process runs at once (default 2)
  */
 export function builderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): EnvironmentBuilderOptions {
   const dataDir = env.TESSERA_DATA_DIR?.trim() || ".tessera";
   const micromamba = env.TESSERA_MICROMAMBA?.trim();
   const timeoutS = Number(env.TESSERA_ENV_BUILD_TIMEOUT_S);
+  const maxBuilds = Number(env.TESSERA_ENV_MAX_CONCURRENT_BUILDS);
   return {
     root: join(dataDir, "envs"),
     python: env.TESSERA_PYTHON?.trim() || undefined,
@@ -24,6 +26,7 @@ export function builderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Env
     npm: env.TESSERA_NPM?.trim() || undefined,
     npmArgs: splitArguments(env.TESSERA_NPM_ARGS),
     buildTimeoutMs: Number.isFinite(timeoutS) && timeoutS > 0 ? timeoutS * 1000 : undefined,
+    maxConcurrentBuilds: Number.isInteger(maxBuilds) && maxBuilds > 0 ? maxBuilds : undefined,
     env,
   };
 }

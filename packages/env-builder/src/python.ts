@@ -8,10 +8,30 @@ export interface PythonInterpreter {
   prefix: string;
   /** Full version, e.g. `3.11.7`. */
   version: string;
+  /** The version of the pip installed for it, if any. */
+  pip: string | null;
 }
 
-const PROBE =
-  "import json, sys; print(json.dumps({'executable': sys.executable, 'prefix': sys.prefix, 'version': '%d.%d.%d' % sys.version_info[:3]}))";
+const PROBE = `
+import json, sys
+try:
+    from importlib.metadata import version
+    pip = version("pip")
+except Exception:
+    pip = None
+print(json.dumps({"executable": sys.executable, "prefix": sys.prefix, "version": "%d.%d.%d" % sys.version_info[:3], "pip": pip}))
+`;
+
+/**
+ * Whether this interpreter's pip can install into another environment (`pip --python`, pip
+ * 22.3+). Then venvs are made without a pip of their own: several times less work per build than
+ * ensurepip, and an environment shared by deployments cannot be changed by a replica running
+ * `pip install` in it.
+ */
+export function canInstallIntoOtherPython(python: PythonInterpreter): boolean {
+  const [major = 0, minor = 0] = (python.pip ?? "").split(".").map((n) => Number.parseInt(n, 10));
+  return major > 22 || (major === 22 && minor >= 3);
+}
 
 /** Ask an interpreter what it is; `undefined` when it cannot run (absent, broken, not python). */
 export function probePython(command: string): Promise<PythonInterpreter | undefined> {

@@ -4,7 +4,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildNodeBundle, nodeReplicaCommand } from "@tessera/runtime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EnsuredEnvironment, EnvironmentBuilder, EnvironmentError } from "../src/index.js";
+import {
+  type EnsuredEnvironment,
+  EnvironmentBuilder,
+  type EnvironmentBuilderOptions,
+  EnvironmentError,
+} from "../src/index.js";
 import { LocalNpmRegistry } from "./support/npm-registry.js";
 import { probeContract, startReplica, versionsServedBy } from "./support/replica.js";
 
@@ -18,12 +23,16 @@ beforeAll(async () => {
   await registry.start();
   registry.addPackage("tessprobe", "1.0.0");
   registry.addPackage("tessprobe", "2.0.0");
-  builder = new EnvironmentBuilder({
+  builder = new EnvironmentBuilder(builderOptions());
+});
+
+function builderOptions(): EnvironmentBuilderOptions {
+  return {
     root: join(work, "envs"),
     // The operator's registry, and a cache of this test's own so nothing outside it is reused.
     npmArgs: ["--registry", `${registry.url}/`, "--cache", join(work, "npm-cache")],
-  });
-});
+  };
+}
 
 afterAll(async () => {
   await registry?.stop();
@@ -97,6 +106,39 @@ describe("npm environments", () => {
     const { buildMs: _, ...located } = v1;
     expect(again).toEqual({ ...located, reused: true });
     expect(lines).toEqual([]);
+  });
+
+  it("with one build slot, a second spec waits for the first build to finish", async () => {
+    const oneAtATime = new EnvironmentBuilder({ ...builderOptions(), maxConcurrentBuilds: 1 });
+    const events: string[] = [];
+    const specs = { a: "~1.0.0", b: "<2" };
+    await Promise.all(
+      Object.entries(specs).map(([label, range]) =>
+        oneAtATime.ensure(
+          { runtime: "node", spec: { kind: "npm", dependencies: { tessprobe: range } } },
+          (l) => events.push(`${label}: ${l}`),
+        ),
+      ),
+    );
+    const queued = events.filter((e) => e.includes("waiting for a build slot"));
+    expect(queued).toHaveLength(1);
+    const second = queued[0]?.slice(0, 1);
+    const first = second === "a" ? "b" : "a";
+    const firstDone = events.findIndex((e) => e.startsWith(`${first}: `) && /ready in/.test(e));
+    const secondStarts = events.findIndex((e) => e.startsWith(`${second}: building `));
+    expect(firstDone).toBeGreaterThanOrEqual(0);
+    expect(secondStarts).toBeGreaterThan(firstDone);
+  });
+
+  it("rebuilds an environment whose node_modules disappeared", async () => {
+    const request = {
+      runtime: "node" as const,
+      spec: { kind: "npm" as const, dependencies: { tessprobe: "1.0.0" } },
+    };
+    rmSync(join(v1.location, "node_modules"), { recursive: true });
+    const rebuilt = await builder.ensure(request);
+    expect(rebuilt.reused).toBe(false);
+    expect(probeIn(rebuilt)).toMatchObject({ required: "1.0.0" });
   });
 
   it("a dependency the registry does not have fails the build with npm's reason in the log", async () => {

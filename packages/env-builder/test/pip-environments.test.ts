@@ -19,6 +19,7 @@ import {
   type EnvironmentBuilderOptions,
   EnvironmentError,
 } from "../src/index.js";
+import { canInstallIntoOtherPython, probePython } from "../src/python.js";
 import { probeContract, startReplica, versionsServedBy } from "./support/replica.js";
 import { makeWheel } from "./support/wheels.js";
 
@@ -176,6 +177,43 @@ describe("pip environments", () => {
     );
     expect(probeIn(env)).toMatchObject({ module: "2.0", dist: "2.0" });
     expect(existsSync(join(dir, "prefix", "bin", "leftover"))).toBe(false);
+  });
+
+  it("venvs have no pip of their own, unless the base interpreter's pip cannot install into them", async () => {
+    const base = await probePython(PYTHON);
+    expect(existsSync(join(v1.location, "bin", "pip"))).toBe(!(base && canInstallIntoOtherPython(base)));
+    // A base interpreter without pip (a venv made --without-pip stands in for one).
+    const pipless = join(work, "pipless");
+    execFileSync(PYTHON, ["-m", "venv", "--without-pip", pipless]);
+    const fallback = new EnvironmentBuilder({ ...options, python: join(pipless, "bin", "python") });
+    const lines: string[] = [];
+    const env = await fallback.ensure(
+      { runtime: "python", spec: { kind: "pip", requirements: ["tessprobe<2"] } },
+      (l) => lines.push(l),
+    );
+    expect(lines.some((l) => l.includes("pip from ensurepip"))).toBe(true);
+    expect(existsSync(join(env.location, "bin", "pip"))).toBe(true);
+    expect(probeIn(env)).toMatchObject({ module: "1.0" });
+  });
+
+  it("systemSitePackages: the venv also sees the base interpreter's packages", async () => {
+    const sitePackagesOf = (python: string) =>
+      execFileSync(python, ["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+        .toString()
+        .trim();
+    const pathOf = (python: string) =>
+      JSON.parse(
+        execFileSync(python, ["-c", "import json, sys; print(json.dumps(sys.path))"]).toString(),
+      ) as string[];
+    const baseSite = sitePackagesOf(PYTHON);
+    const shared = await new EnvironmentBuilder({
+      ...options,
+      root: join(work, "envs-system-site"),
+      systemSitePackages: true,
+    }).ensure({ runtime: "python", spec: { kind: "pip", requirements: ["tessprobe==1.0"] } });
+    expect(pathOf(shared.interpreter)).toContain(baseSite);
+    expect(pathOf(v1.interpreter)).not.toContain(baseSite);
+    expect(probeIn(shared)).toMatchObject({ module: "1.0" });
   });
 
   it("concurrent ensures of one spec, in this process and in two others, build it once", async () => {

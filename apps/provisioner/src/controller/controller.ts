@@ -131,6 +131,9 @@ export class Controller {
 
   /** One pass over every cluster: provision, destroy, adopt/stop orphans, reconcile deployments. */
   async reconcileAll(): Promise<void> {
+    // Events of replicas no row follows (orphans) would otherwise pile up.
+    const staleBefore = Date.now() - 10 * 60_000;
+    for (const [id, e] of this.lastEvents) if (e.at.getTime() < staleBefore) this.lastEvents.delete(id);
     const all = await this.db.select().from(clusters).where(ne(clusters.state, "deleted"));
     for (const cluster of all) {
       if (this.closed) return;

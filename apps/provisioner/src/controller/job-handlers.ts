@@ -1,7 +1,7 @@
 import type { ControlJob } from "@tessera/core";
 import { type Database, deployments, replicas, revisions } from "@tessera/db";
 import { type ControlJobContext, type ControlJobHandler, permanentFailure } from "@tessera/jobs";
-import { and, eq, inArray } from "drizzle-orm";
+import { and, eq, inArray, isNotNull, ne } from "drizzle-orm";
 import type { Controller } from "./controller.js";
 import { ACTIVE_REPLICA_STATES } from "./replica-rows.js";
 
@@ -72,7 +72,18 @@ export function controlJobHandler(
         .from(replicas)
         .where(and(inArray(replicas.deploymentId, ids), inArray(replicas.state, ACTIVE_REPLICA_STATES)))
         .limit(1);
-      if (!left) {
+      const [unfinished] = await db
+        .select({ id: deployments.id })
+        .from(deployments)
+        .where(
+          and(
+            inArray(deployments.id, ids),
+            isNotNull(deployments.deletedAt),
+            ne(deployments.state, "deleted"),
+          ),
+        )
+        .limit(1);
+      if (!left && !unfinished) {
         await ctx.log(`all replicas stopped (${ids.length} deployment${ids.length === 1 ? "" : "s"})`);
         return;
       }

@@ -24,7 +24,11 @@ export interface TestPlatform {
   close(): Promise<void>;
 }
 
-export async function createTestPlatform(label: string, driver: ClusterDriver): Promise<TestPlatform> {
+/** `driver`: one driver for every provisioner of the test, or a factory making one per provisioner. */
+export async function createTestPlatform(
+  label: string,
+  driver: ClusterDriver | (() => NonNullable<ProvisionerOptions["driverFor"]>),
+): Promise<TestPlatform> {
   const tdb = await createTestDatabase(label);
   const prefix = testRedisPrefix(label);
   const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
@@ -48,7 +52,7 @@ export async function createTestPlatform(label: string, driver: ClusterDriver): 
         db: tdb.db,
         redisUrl: REDIS_URL,
         redisPrefix: prefix,
-        driverFor: () => driver,
+        driverFor: typeof driver === "function" ? driver() : () => driver,
         reconcileIntervalMs: 300,
         autoscalerIntervalMs: 200,
         jobLockMs: 2000,

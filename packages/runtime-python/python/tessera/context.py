@@ -1,0 +1,102 @@
+"""The context of the request a handler is serving: its request id and its cancellation.
+
+The runtime enters a ``CallContext`` around every handler call. Handle calls read it to propagate
+``x-request-id`` and to stop when the client that asked for this request has gone away. It lives
+in a ``ContextVar``, so it follows the request into coroutines, tasks, and (because the runtime
+copies the context) the worker threads that run synchronous handler methods.
+"""
+
+import asyncio
+import contextvars
+import threading
+from typing import Any, Awaitable, Callable, List, Optional
+
+# How often a running request checks whether its client hung up. asyncio offers no callback for
+# a peer's half-close on a StreamReader without consuming data, so the runtime polls for EOF.
+DISCONNECT_POLL_S = 0.05
+
+
+class CallContext:
+    def __init__(self, request_id: str):
+        self.request_id = request_id
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._on_cancel: List[Callable[[], None]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def on_cancel(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Runs ``callback`` (from any thread) when the request is cancelled; returns an unregister function."""
+        with self._lock:
+            if not self._cancelled.is_set():
+                self._on_cancel.append(callback)
+                return lambda: self._forget(callback)
+        callback()
+        return lambda: None
+
+    def _forget(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if callback in self._on_cancel:
+                self._on_cancel.remove(callback)
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._cancelled.is_set():
+                return
+            self._cancelled.set()
+            callbacks, self._on_cancel = self._on_cancel, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                pass
+
+
+_current: "contextvars.ContextVar[Optional[CallContext]]" = contextvars.ContextVar("tessera_call", default=None)
+
+
+def current_call() -> Optional[CallContext]:
+    """The request the calling code is serving, or None outside a request (tests, constructors)."""
+    return _current.get()
+
+
+def current_request_id() -> Optional[str]:
+    call = _current.get()
+    return call.request_id if call is not None else None
+
+
+class ClientGone(Exception):
+    """The client closed its connection before the handler finished."""
+
+
+async def serve_cancellable(reader: asyncio.StreamReader, request_id: str, serve: Callable[[], Awaitable[Any]]) -> Any:
+    """Runs ``serve()`` (handler call + response) inside a fresh CallContext and cancels it if the
+    client disconnects meanwhile: the handler task is cancelled, and handle calls made from worker
+    threads are aborted through the context. Raises ClientGone in that case."""
+    call = CallContext(request_id)
+    token = _current.set(call)
+    try:
+        task = asyncio.ensure_future(serve())
+    finally:
+        _current.reset(token)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return task.result()
+        if reader.at_eof():
+            call.cancel()
+            task.cancel()
+            try:
+                await task
+            except BaseException:
+                pass
+            raise ClientGone()
+
+
+def run_in_context(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Callable[[], Any]:
+    """A zero-argument callable running ``fn`` in a copy of the current context (for executors,
+    which do not carry contextvars into their threads)."""
+    ctx = contextvars.copy_context()
+    return lambda: ctx.run(fn, *args, **kwargs)
