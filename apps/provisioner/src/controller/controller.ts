@@ -61,6 +61,12 @@ export interface ControllerOptions {
   intervalMs?: number;
   /** Upper bound on a replica's drain on stop. Default 30 s. */
   maxDrainS?: number;
+  /**
+   * How long a replica marked draining keeps running before it is stopped, so gateways have
+   * reloaded their routing tables and send it nothing new (requests already on their way would
+   * otherwise meet a closing socket). Default 2000 ms.
+   */
+  routingGraceMs?: number;
   log?: Log;
 }
 
@@ -800,7 +806,14 @@ export class Controller {
     for (const r of rows) {
       const rev = revs.get(r.revisionId);
       const drainS = this.drainSeconds(rev ? parseConfig(rev) : undefined);
-      this.stopInBackground(driver, view.cluster.id, r.id, view.dep.id, drainS);
+      this.stopInBackground(
+        driver,
+        view.cluster.id,
+        r.id,
+        view.dep.id,
+        drainS,
+        this.options.routingGraceMs ?? 2000,
+      );
     }
   }
 
@@ -815,10 +828,11 @@ export class Controller {
     replicaId: string,
     deploymentId: string,
     drainTimeoutS: number,
+    graceMs = 0,
   ): void {
     if (this.stopping.has(replicaId)) return;
-    const stop = driver
-      .stopReplica(clusterId, replicaId, { drainTimeoutS })
+    const stop = new Promise((resolve) => setTimeout(resolve, graceMs))
+      .then(() => driver.stopReplica(clusterId, replicaId, { drainTimeoutS }))
       .then(async () => {
         await this.db
           .update(replicas)
