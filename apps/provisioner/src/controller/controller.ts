@@ -92,6 +92,8 @@ export class Controller {
   private readonly notReadySince = new Map<string, number>();
   private readonly stopping = new Map<string, Promise<void>>();
   private readonly holder = randomUUID();
+  /** Warnings given once per subject (a reconcile pass every few seconds would repeat them). */
+  private readonly warned = new Set<string>();
   readonly builds: EnvironmentBuilds;
   private timer: NodeJS.Timeout | null = null;
   private tickInFlight: Promise<void> = Promise.resolve();
@@ -456,12 +458,14 @@ export class Controller {
         await this.startReplicas(view, driver, rev, config, env.handle, count - mine.length);
       else if (env.state === "failed") {
         if (onFailure) await onFailure(`environment build failed: ${env.reason}`);
-        else
+        else if (!this.warned.has(`env:${rev.id}`)) {
+          this.warned.add(`env:${rev.id}`);
           this.log("warn", "a serving revision's environment is not available", {
             deploymentId: view.dep.id,
             revisionId: rev.id,
             reason: env.reason,
           });
+        }
       }
     }
     if (mine.length > count) {
