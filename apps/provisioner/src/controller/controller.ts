@@ -318,7 +318,11 @@ export class Controller {
     if (desired && desired.id !== live?.id && ROLLING_OUT.includes(desired.state)) {
       const newStarted = active.some((r) => r.revisionId === desired.id);
       // Until the new revision has replicas, the live one is looked after as usual.
-      if (!newStarted && live) await this.keepServing(view, driver, live, active, { setState: false });
+      if (!newStarted && live) {
+        await this.keepServing(view, driver, live, active, { setState: false });
+        // The step counts what keepServing just started or drained.
+        return this.stepRollout(view, driver, desired, live, await activeReplicaRows(this.db, dep.id));
+      }
       await this.stepRollout(view, driver, desired, live, active);
     } else {
       await this.keepServing(view, driver, live, active);
