@@ -1,4 +1,5 @@
 import { createApiHandler } from "@tessera/api";
+import { billing } from "@/server/billing";
 import { db } from "@/server/db";
 import { jobQueue } from "@/server/jobs";
 import { sessionIdOfRequest } from "@/server/session";
@@ -14,6 +15,7 @@ function apiHandler(req: Request): Promise<Response> {
     jobs: jobQueue(),
     endpoint: "/api/trpc",
     sessionIdOf: sessionIdOfRequest,
+    billing: billing(),
   });
   return handler(req);
 }
