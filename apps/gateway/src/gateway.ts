@@ -114,6 +114,28 @@ export function splitTarget(
   return { parts, rest: rest === "" ? "/" : rest[0] === "?" ? `/${rest}` : rest };
 }
 
+const RUNTIME_PREFIX_RE = /^\/+-(\/|$)/;
+
+/**
+ * `/-/...` are the runtimes' own endpoints (stats, handle method calls): never public. Checked
+ * the way either runtime could read the path: dot segments and backslashes resolved (node's URL
+ * parser), percent-escapes decoded (python's unquote).
+ */
+export function reachesRuntimeEndpoint(rest: string): boolean {
+  const query = rest.indexOf("?");
+  const raw = query < 0 ? rest : rest.slice(0, query);
+  if (!/[-%.\\]/.test(raw)) return false;
+  const resolved = new URL(raw, "http://replica").pathname;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(resolved);
+  } catch {
+    return true; // undecodable escapes: refuse rather than guess how a runtime reads them
+  }
+  // Backslashes read as slashes too: no runtime does today, but a path like that has no business here.
+  return [raw, resolved, decoded].some((p) => RUNTIME_PREFIX_RE.test(p.replaceAll("\\", "/")));
+}
+
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   const declared = req.headers["content-length"];
   if (declared !== undefined && Number(declared) > limit) return Promise.reject(tooLarge(limit));
@@ -256,9 +278,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
             "NOT_FOUND",
             `application ${appName} has no ingress deployment to serve requests`,
           );
-        // `/-/...` are the runtime's own endpoints (stats, handle method calls): never public.
-        if (target.rest.startsWith("/-/"))
-          throw new TesseraError("NOT_FOUND", `no route ${target.rest.split("?")[0]}`);
+        if (reachesRuntimeEndpoint(target.rest))
+          throw new TesseraError("NOT_FOUND", `no route ${target.rest.split("?", 1)[0]}`);
         route = app.ingress;
         path = target.rest;
       } else {
