@@ -6,6 +6,7 @@ import {
   errorBody,
   HANDLE_PATH_PREFIX,
   REQUEST_ID_HEADER,
+  REVISION_HEADER,
   redisKeys,
   TesseraError,
   verifyHandleToken,
@@ -18,6 +19,7 @@ import { jsonLog, type Log } from "./log.js";
 import { GatewayMetrics } from "./metrics.js";
 import { subscribeNotices } from "./notices.js";
 import { ReplicaProxy } from "./proxy.js";
+import { chooseServingRevision } from "./revision-choice.js";
 import { Router } from "./router.js";
 import { applicationKey, type DeploymentRoute, RoutingTable } from "./routing-table.js";
 import { UsageRecorder } from "./usage-recorder.js";
@@ -228,6 +230,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     route: DeploymentRoute,
     path: string,
     requestId: string,
+    revisionId: string | undefined,
   ): Promise<{ bytesIn: number; bytesOut: number; replicaId: string | null }> {
     const lane = router.lane(route);
     const body = await readBody(req, route.limits.maxBodyBytes);
@@ -235,7 +238,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     res.once("close", () => {
       if (!res.writableFinished) abort.abort();
     });
-    const result = await proxy.forward({ req, res, lane, path, body, requestId, abort });
+    const result = await proxy.forward({ req, res, lane, path, body, requestId, abort, revisionId });
     return { bytesIn: body?.length ?? 0, ...result };
   }
 
@@ -256,6 +259,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     let bytesIn = 0;
     let bytesOut = 0;
     let replicaId: string | null = null;
+    let revisionId: string | undefined;
     try {
       const token = bearerToken(req.headers.authorization);
       if (!token) throw new TesseraError("UNAUTHENTICATED", "missing Authorization: Bearer <API key>");
@@ -298,7 +302,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           throw new TesseraError("NOT_FOUND", `no deployment ${deploymentName} in ${org}/${appName}`);
         path = target.rest;
       }
-      const served = await serveDeployment(req, res, route, path, requestId);
+      const choice = chooseServingRevision(route, req.headers[REVISION_HEADER]);
+      if (choice) {
+        revisionId = choice.revisionId;
+        res.setHeader(REVISION_HEADER, String(choice.version));
+      }
+      const served = await serveDeployment(req, res, route, path, requestId, choice?.revisionId);
       bytesIn = served.bytesIn;
       bytesOut = served.bytesOut;
       replicaId = served.replicaId;
@@ -314,7 +323,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           id: randomUUID(),
           orgId,
           deploymentId: route?.id ?? null,
-          revisionId: route?.liveRevisionId ?? null,
+          revisionId: revisionId ?? route?.liveRevisionId ?? null,
           status,
           latencyMs,
           bytesIn,

@@ -59,6 +59,8 @@ export interface ForwardRequest {
   requestId: string;
   /** Aborted when the client goes away. */
   abort: AbortController;
+  /** Only replicas of this revision may serve it (traffic splitting); any when absent. */
+  revisionId?: string;
 }
 
 function upstreamHeaders(req: IncomingMessage, requestId: string): string[] {
@@ -209,7 +211,10 @@ export class ReplicaProxy {
     const { lane } = f;
     const timeoutMs = lane.route.limits.requestTimeoutMs;
     let deadline = Date.now() + timeoutMs;
-    let exclude: Set<ReplicaSlot> | undefined;
+    // Replicas of other revisions are excluded up front, like ones already tried.
+    let exclude: Set<ReplicaSlot> | undefined = f.revisionId
+      ? new Set(lane.replicas.filter((s) => s.revisionId !== f.revisionId))
+      : undefined;
     for (;;) {
       let slot = this.router.tryAcquire(lane, exclude);
       if (!slot) {

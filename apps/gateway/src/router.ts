@@ -17,6 +17,8 @@ export class ReplicaSlot {
   /** Answered DRAINING: takes no new requests until the routing table drops it. */
   draining = false;
   retired = false;
+  /** The revision this replica runs (a canary's requests go only to its replicas). */
+  revisionId: string | null = null;
   readonly pool: Pool;
 
   constructor(
@@ -145,6 +147,7 @@ export class Router {
         slot = new ReplicaSlot(endpoint.id, endpoint.address, lane, lane.route.limits.maxOngoingRequests + 2);
         this.slots.set(endpoint.id, slot);
       }
+      slot.revisionId = endpoint.revisionId;
       next.push(slot);
     }
     for (const old of lane.replicas) if (!next.includes(old)) this.retire(old);

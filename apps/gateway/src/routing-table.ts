@@ -1,3 +1,4 @@
+import { trafficSplit } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { applications, deployments, organisations, replicas, revisions } from "@tessera/db";
 import { and, eq, inArray, isNotNull, isNull } from "drizzle-orm";
@@ -26,10 +27,20 @@ export interface DeploymentRoute {
   applicationId: string;
   name: string;
   liveRevisionId: string | null;
+  /** The live revision's version, matched by the revision pin header. */
+  liveVersion?: number | null;
+  /** A running canary: its revision and share of requests (see `chooseServingRevision`). */
+  canary?: CanaryRoute | null;
   limits: DeploymentLimits;
   /** The operator set `numReplicas: 0` (or the deployment is in state `parked`): answer at once, never wake. */
   parked: boolean;
   replicas: ReplicaEndpoint[];
+}
+
+export interface CanaryRoute {
+  revisionId: string;
+  version: number;
+  percent: number;
 }
 
 export interface ApplicationRoute {
@@ -113,6 +124,8 @@ export async function loadRoutingSnapshot(db: Database): Promise<RoutingSnapshot
       state: deployments.state,
       scaling: deployments.scaling,
       liveRevisionId: deployments.liveRevisionId,
+      liveVersion: revisions.version,
+      traffic: deployments.traffic,
       config: revisions.config,
     })
     .from(applications)
@@ -123,6 +136,7 @@ export async function loadRoutingSnapshot(db: Database): Promise<RoutingSnapshot
 
   const snapshot: RoutingSnapshot = { applications: new Map(), deployments: new Map(), loadedAt: Date.now() };
   const ingressNames = new Map<string, string | null>();
+  const canaries = new Map<string, { deploymentId: string; percent: number }>();
   for (const row of rows) {
     const key = applicationKey(row.orgSlug, row.appName);
     let app = snapshot.applications.get(key);
@@ -146,12 +160,33 @@ export async function loadRoutingSnapshot(db: Database): Promise<RoutingSnapshot
       applicationId: row.appId,
       name: row.deploymentName,
       liveRevisionId: row.liveRevisionId,
+      liveVersion: row.liveVersion,
+      canary: null,
       limits: limitsOf(row.config),
       parked: isParked(row.state ?? "", row.scaling ?? {}, row.config),
       replicas: [],
     };
     app.deployments.set(route.name, route);
     snapshot.deployments.set(route.id, route);
+    // Validated when written; a malformed split is ignored rather than taking the table down.
+    const split = row.traffic ? trafficSplit.safeParse(row.traffic) : null;
+    if (split?.success && row.liveRevisionId)
+      canaries.set(split.data.canaryRevisionId, {
+        deploymentId: route.id,
+        percent: split.data.canaryPercent,
+      });
+  }
+  if (canaries.size > 0) {
+    const canaryRevisions = await db
+      .select({ id: revisions.id, version: revisions.version, deploymentId: revisions.deploymentId })
+      .from(revisions)
+      .where(inArray(revisions.id, [...canaries.keys()]));
+    for (const rev of canaryRevisions) {
+      const canary = canaries.get(rev.id);
+      const route =
+        canary && canary.deploymentId === rev.deploymentId && snapshot.deployments.get(rev.deploymentId);
+      if (route) route.canary = { revisionId: rev.id, version: rev.version, percent: canary.percent };
+    }
   }
   for (const [key, app] of snapshot.applications) {
     const ingress = ingressNames.get(key);

@@ -1,4 +1,5 @@
-import type { JobQueue, PlatformNotifier } from "@tessera/core";
+import type { StripeBilling } from "@tessera/billing";
+import type { JobQueue, PlatformNotifier, QueueMonitor } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { type PublicUser, validateSession, verifyApiKey } from "./auth.js";
 
@@ -34,13 +35,30 @@ export interface Context {
   caller: Caller;
   /** Tells gateways about revoked keys etc.; failures are logged, never fail the call. */
   notify: PlatformNotifier;
+  billing: BillingOptions;
+  /** Queue depths for platform admins; null when the API runs without Redis access. */
+  queues: QueueMonitor | null;
 }
+
+/**
+ * Billing as this deployment of the platform runs it: Stripe (null: "not configured") and whether
+ * plan limits refuse deploys. Local installs without Stripe run unlimited unless told otherwise,
+ * since nobody could upgrade there.
+ */
+export interface BillingOptions {
+  stripe: StripeBilling | null;
+  enforcePlanLimits: boolean;
+}
+
+export const BILLING_DISABLED: BillingOptions = { stripe: null, enforcePlanLimits: false };
 
 export interface CreateContextOptions {
   db: Database;
   jobs: JobQueue;
   auth?: AuthInput;
   notify?: PlatformNotifier;
+  billing?: BillingOptions;
+  queues?: QueueMonitor | null;
 }
 
 export function newAuditDraft(): AuditDraft {
@@ -48,8 +66,22 @@ export function newAuditDraft(): AuditDraft {
 }
 
 /** Resolves the caller once per request; invalid credentials leave an anonymous caller (UNAUTHENTICATED later). */
-export async function createContext({ db, jobs, auth, notify }: CreateContextOptions): Promise<Context> {
-  return { db, jobs, caller: await resolveCaller(db, auth), notify: safeNotifier(notify) };
+export async function createContext({
+  db,
+  jobs,
+  auth,
+  notify,
+  billing,
+  queues,
+}: CreateContextOptions): Promise<Context> {
+  return {
+    db,
+    jobs,
+    caller: await resolveCaller(db, auth),
+    notify: safeNotifier(notify),
+    billing: billing ?? BILLING_DISABLED,
+    queues: queues ?? null,
+  };
 }
 
 function safeNotifier(notify: PlatformNotifier | undefined): PlatformNotifier {

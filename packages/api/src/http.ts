@@ -1,7 +1,7 @@
-import type { JobQueue, PlatformNotifier } from "@tessera/core";
+import type { JobQueue, PlatformNotifier, QueueMonitor } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { fetchRequestHandler } from "@trpc/server/adapters/fetch";
-import { type AuthInput, createContext } from "./context.js";
+import { type AuthInput, type BillingOptions, createContext } from "./context.js";
 import { describeError } from "./errors.js";
 import { appRouter } from "./router.js";
 
@@ -10,6 +10,10 @@ export interface ApiHandlerOptions {
   jobs: JobQueue;
   /** Publishes notices for gateways (e.g. revoked API keys); optional in tests. */
   notify?: PlatformNotifier;
+  /** Stripe and plan enforcement (`billingOptionsFromEnv`); without it billing is "not configured". */
+  billing?: BillingOptions;
+  /** Depths of the provisioner's queues for `admin.queues` (`bullQueueMonitor` of @tessera/billing). */
+  queues?: QueueMonitor | null;
   /** Path the router is mounted at, e.g. `/api/trpc`. */
   endpoint: string;
   /**
@@ -36,7 +40,14 @@ export function createApiHandler(opts: ApiHandlerOptions): (req: Request) => Pro
           const sessionId = await opts.sessionIdOf?.(req);
           if (sessionId) auth = { sessionId };
         }
-        return createContext({ db: opts.db, jobs: opts.jobs, auth, notify: opts.notify });
+        return createContext({
+          db: opts.db,
+          jobs: opts.jobs,
+          auth,
+          notify: opts.notify,
+          billing: opts.billing,
+          queues: opts.queues,
+        });
       },
       onError({ error, path }) {
         if (describeError(error).code === "INTERNAL") {

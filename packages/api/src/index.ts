@@ -18,6 +18,8 @@ export {
 } from "./auth.js";
 export {
   type AuthInput,
+  BILLING_DISABLED,
+  type BillingOptions,
   bearerToken,
   type Caller,
   type Context,
@@ -42,5 +44,6 @@ export {
   type RouterInputs,
   type RouterOutputs,
 } from "./router.js";
+export { billingOptionsFromEnv } from "./routers/billing.js";
 export { clusterQuota, DEFAULT_CLUSTER_QUOTA } from "./routers/clusters.js";
 export { adminProcedure, authedProcedure, orgProcedure, publicProcedure, ROLE_RANK } from "./trpc.js";

@@ -4,12 +4,18 @@ import { adminRouter } from "./routers/admin.js";
 import { apiKeysRouter } from "./routers/apiKeys.js";
 import { applicationsRouter } from "./routers/applications.js";
 import { authRouter } from "./routers/auth.js";
+import { billingRouter } from "./routers/billing.js";
 import { clustersRouter } from "./routers/clusters.js";
 import { deploymentsRouter } from "./routers/deployments.js";
 import { invitationsRouter } from "./routers/invitations.js";
 import { environmentsRouter, jobsRouter } from "./routers/jobs.js";
 import { membersRouter } from "./routers/members.js";
+import { metricsRouter } from "./routers/metrics.js";
 import { orgsRouter } from "./routers/orgs.js";
+import { rayServeRouter } from "./routers/rayServe.js";
+import { trafficRouter } from "./routers/traffic.js";
+import { sloRouter } from "./routers/slo.js";
+import { usageRouter } from "./routers/usage.js";
 import { createCallerFactory, router } from "./trpc.js";
 
 export const appRouter = router({
@@ -21,9 +27,15 @@ export const appRouter = router({
   clusters: clustersRouter,
   applications: applicationsRouter,
   deployments: deploymentsRouter,
+  rayServe: rayServeRouter,
+  traffic: trafficRouter,
   jobs: jobsRouter,
   environments: environmentsRouter,
   admin: adminRouter,
+  billing: billingRouter,
+  usage: usageRouter,
+  slo: sloRouter,
+  metrics: metricsRouter,
 });
 
 export type AppRouter = typeof appRouter;

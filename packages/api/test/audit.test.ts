@@ -1,15 +1,35 @@
-import { auditLog } from "@tessera/db";
-import { asc } from "drizzle-orm";
+import { FakeStripe } from "@tessera/billing/testing";
+import { auditLog, deployments, jobs } from "@tessera/db";
+import { asc, eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { appRouter } from "../src/index.js";
+import { appRouter, billingOptionsFromEnv, createCaller } from "../src/index.js";
 import { createTestEnv, failure, sampleCode, sampleConfig, type TestEnv } from "./helpers.js";
 
+// rayServe.deploy imports the tenant's module to read its deployments: Debian's python has FastAPI.
+process.env.TESSERA_RAY_INSPECT_PYTHON = process.env.TESSERA_TEST_RAY_PYTHON ?? "/usr/bin/python3";
+const rayApp = {
+  files: {
+    "hello.py": [
+      "from ray import serve",
+      "",
+      "@serve.deployment(num_replicas=1)",
+      "class Hello:",
+      "    async def __call__(self, request):",
+      '        return "hello"',
+      "",
+      "app = Hello.bind()",
+      "",
+    ].join("\n"),
+  },
+};
+
 let env: TestEnv;
+let stripe: FakeStripe;
 beforeAll(async () => {
-  env = await createTestEnv("apiaudit");
+  [env, stripe] = await Promise.all([createTestEnv("apiaudit"), new FakeStripe().start()]);
 });
 afterAll(async () => {
-  await env?.tdb.drop();
+  await Promise.all([env?.tdb.drop(), stripe?.stop()]);
 });
 
 type Expected = { action: string; orgId: string | null; userId: string | null; targetId: string | null };
@@ -91,10 +111,40 @@ describe("audit log", () => {
     did("deployments.rollback", orgId, o.id, deploymentId);
     await o.api.deployments.updateScaling({ orgId, deploymentId, numReplicas: 1 });
     did("deployments.updateScaling", orgId, o.id, deploymentId);
+
+    // The controller settles the rollout; then a canary is started, shifted, aborted, promoted.
+    await env.db
+      .update(deployments)
+      .set({ liveRevisionId: sql`${deployments.desiredRevisionId}` })
+      .where(eq(deployments.id, deploymentId));
+    const canary = {
+      orgId,
+      deploymentId,
+      config: sampleConfig,
+      code: sampleCode,
+      prevVersion: 3,
+      percent: 10,
+    };
+    await o.api.traffic.deployCanary(canary);
+    did("traffic.deployCanary", orgId, o.id, deploymentId);
+    await o.api.traffic.setWeight({ orgId, deploymentId, percent: 25 });
+    did("traffic.setWeight", orgId, o.id, deploymentId);
+    await o.api.traffic.abort({ orgId, deploymentId });
+    did("traffic.abort", orgId, o.id, deploymentId);
+    await o.api.traffic.deployCanary(canary);
+    did("traffic.deployCanary", orgId, o.id, deploymentId);
+    await o.api.traffic.promote({ orgId, deploymentId, prevVersion: 3 });
+    did("traffic.promote", orgId, o.id, deploymentId);
+    const rayAppRow = await o.api.applications.create({ orgId, clusterId: cluster.id, name: "ray" });
+    did("applications.create", orgId, o.id, rayAppRow.id);
+    await o.api.rayServe.deploy({ orgId, applicationId: rayAppRow.id, entry: "hello:app", code: rayApp });
+    did("rayServe.deploy", orgId, o.id, rayAppRow.id);
     await o.api.deployments.delete({ orgId, deploymentId });
     did("deployments.delete", orgId, o.id, deploymentId);
     await o.api.applications.delete({ orgId, applicationId: app.id });
     did("applications.delete", orgId, o.id, app.id);
+    await o.api.applications.delete({ orgId, applicationId: rayAppRow.id });
+    did("applications.delete", orgId, o.id, rayAppRow.id);
     await o.api.clusters.delete({ orgId, clusterId: cluster.id });
     did("clusters.delete", orgId, o.id, cluster.id);
     await o.api.apiKeys.revoke({ orgId, apiKeyId: key.apiKey.id });
@@ -112,6 +162,29 @@ describe("audit log", () => {
       }),
     );
     await failure(o.api.members.leave({ orgId }));
+
+    const billing = billingOptionsFromEnv(env.db, {
+      STRIPE_SECRET_KEY: stripe.secretKey,
+      STRIPE_PRICE_IDS: "price_metered",
+      STRIPE_API_URL: `http://127.0.0.1:${stripe.port}`,
+    });
+    const billed = await createCaller({
+      db: env.db,
+      jobs: env.jobs,
+      auth: { sessionId: o.sessionId },
+      billing,
+    });
+    await billed.billing.checkout({ orgId });
+    did("billing.checkout", orgId, o.id, orgId);
+    await billed.billing.portal({ orgId });
+    did("billing.portal", orgId, o.id, orgId);
+
+    // A platform admin re-runs a failed control job of the org.
+    const ops = await env.user("ops@example.com", { adminEmails: ["ops@example.com"] });
+    await env.db.update(jobs).set({ state: "failed", error: "boom" }).where(eq(jobs.id, d1.jobId));
+    const retried = await ops.api.admin.retryJob({ jobId: d1.jobId });
+    did("auth.signUp", ops.orgId, ops.id, ops.id);
+    did("admin.retryJob", orgId, ops.id, retried.jobId);
 
     await o.api.orgs.delete({ orgId });
     did("orgs.delete", orgId, o.id, orgId);

@@ -1,4 +1,12 @@
-import { replicaLogs, replicas, scalingEvents } from "@tessera/db";
+import {
+  billingAccounts,
+  replicaLogs,
+  replicas,
+  scalingEvents,
+  uptimeIncidents,
+  uptimeProbes,
+  usageHourly,
+} from "@tessera/db";
 import { sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appRouter } from "../src/index.js";
@@ -35,6 +43,7 @@ interface World {
     invitationToken: string;
     apiKeyId: string;
     apiKeyPrefix: string;
+    stripeCustomerId: string;
   };
 }
 let w: World;
@@ -170,6 +179,22 @@ const fixtures: Record<string, (w: World) => Case[]> = {
     { input: { orgId: B.orgId, deploymentId: B.deploymentId, numReplicas: 0 } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId, numReplicas: 0 } },
   ],
+  "rayServe.deploy": ({ A, B }) => {
+    const ray = {
+      entry: "app:app",
+      code: {
+        files: {
+          "app.py":
+            "from ray import serve\n\n@serve.deployment\nclass Echo:\n    def __call__(self, request):\n        return 'x'\n\napp = Echo.bind()\n",
+        },
+      },
+      prevVersions: { echo: B.version },
+    };
+    return [
+      { input: { orgId: B.orgId, applicationId: B.applicationId, ...ray } },
+      { input: { orgId: A.orgId, applicationId: B.applicationId, ...ray } },
+    ];
+  },
   "deployments.rollback": ({ A, B }) => [
     {
       input: {
@@ -206,6 +231,33 @@ const fixtures: Record<string, (w: World) => Case[]> = {
     { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
   ],
+  "traffic.get": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
+  "traffic.deployCanary": ({ A, B }) =>
+    [B.orgId, A.orgId].map((orgId) => ({
+      input: {
+        orgId,
+        deploymentId: B.deploymentId,
+        config: sampleConfig,
+        code: sampleCode,
+        prevVersion: B.version,
+        percent: 50,
+      },
+    })),
+  "traffic.setWeight": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId, percent: 100 } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId, percent: 100 } },
+  ],
+  "traffic.promote": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId, prevVersion: B.version } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId, prevVersion: B.version } },
+  ],
+  "traffic.abort": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
   "deployments.logs": ({ A, B }) => [
     { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
     { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
@@ -226,6 +278,49 @@ const fixtures: Record<string, (w: World) => Case[]> = {
   "admin.clusters": () => [{ input: {} }],
   "admin.deployments": () => [{ input: {} }],
   "admin.users": () => [{ input: {} }],
+  "admin.overview": () => [{ input: {} }],
+  "admin.queues": () => [{ input: undefined }],
+  "admin.retryJob": ({ B }) => [{ input: { jobId: B.jobId } }],
+  "admin.usageByDay": ({ B }) => [{ input: {} }, { input: { orgId: B.orgId } }],
+  "billing.plan": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId }, check: revealsNothingOfB },
+  ],
+  "billing.usageSummary": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId }, check: revealsNothingOfB },
+  ],
+  "billing.invoices": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId }, check: revealsNothingOfB },
+  ],
+  "billing.checkout": ({ B }) => [{ input: { orgId: B.orgId } }],
+  "billing.portal": ({ B }) => [{ input: { orgId: B.orgId } }],
+  "usage.byDay": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId }, check: revealsNothingOfB },
+  ],
+  "slo.summary": ({ A, B }) => [
+    { input: { orgId: B.orgId, window: "24h" } },
+    { input: { orgId: A.orgId, window: "30d" }, check: revealsNothingOfB },
+  ],
+  "slo.deployment": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
+  "slo.incidents": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId }, check: revealsNothingOfB },
+  ],
+  "metrics.deployment": ({ A, B }) => [
+    { input: { orgId: B.orgId, deploymentId: B.deploymentId } },
+    { input: { orgId: A.orgId, deploymentId: B.deploymentId } },
+  ],
+  "metrics.adminDeployments": () => [{ input: {} }],
+  "metrics.clusterUsage": ({ A, B }) => [
+    { input: { orgId: B.orgId } },
+    { input: { orgId: A.orgId }, check: revealsNothingOfB },
+  ],
 };
 
 /** Everything of org B, as JSON, to compare before and after the attack. */
@@ -244,6 +339,10 @@ async function snapshotB(): Promise<string> {
     "replica_logs",
     "scaling_events",
     "jobs",
+    "usage_hourly",
+    "uptime_probes",
+    "uptime_incidents",
+    "billing_accounts",
   ];
   const out: Record<string, unknown> = {};
   for (const t of byOrg) out[t] = await q(`select * from ${t} where org_id = '${B.orgId}' order by 1, 2`);
@@ -324,6 +423,32 @@ beforeAll(async () => {
     reason: "autoscale",
   });
 
+  // Usage, probes, an incident and a Stripe customer of B, for the billing, usage and SLO procedures to leak.
+  const hour = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000);
+  await env.db.insert(usageHourly).values({
+    orgId: b.orgId,
+    deploymentId: B.first.deployment.id,
+    hour,
+    requests: 1234,
+    errors: 5,
+    cpuSeconds: 60,
+  });
+  await env.db.insert(uptimeProbes).values({
+    orgId: b.orgId,
+    deploymentId: B.first.deployment.id,
+    ok: false,
+    error: "B's probe failure",
+    at: new Date(),
+  });
+  await env.db.insert(uptimeIncidents).values({
+    orgId: b.orgId,
+    deploymentId: B.first.deployment.id,
+    openedAt: new Date(),
+    reason: "B's incident",
+    failedProbes: 3,
+  });
+  await env.db.insert(billingAccounts).values({ orgId: b.orgId, stripeCustomerId: "cus_b_secret_customer" });
+
   w = {
     A: {
       orgId: a.orgId,
@@ -348,6 +473,7 @@ beforeAll(async () => {
       invitationToken: pending.token,
       apiKeyId: key.apiKey.id,
       apiKeyPrefix: key.apiKey.prefix,
+      stripeCustomerId: "cus_b_secret_customer",
     },
   };
   env.jobs.clear();

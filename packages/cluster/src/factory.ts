@@ -3,6 +3,7 @@ import type { ClusterDriver } from "./driver.js";
 import { KubernetesDriver } from "./kubernetes/driver.js";
 import { loadKubeConfig } from "./kubernetes/kubeconfig.js";
 import type { ManifestOptions } from "./kubernetes/manifests.js";
+import { LocalDriver, type LocalDriverOptions } from "./local/driver.js";
 
 export interface ClusterDriverRow {
   /** The cluster's id, when the driver serves that one cluster (narrows what it watches). */
@@ -35,10 +36,22 @@ function kubernetesManifestOptions(c: Record<string, unknown>): Partial<Manifest
   ) as Partial<ManifestOptions>;
 }
 
+/** What the process creating drivers wires in (not part of the cluster row). */
+export interface DriverHooks {
+  /** onLog (replica output), onError, dataDir (when the row names none), a shared environmentBuilder. */
+  local?: Omit<LocalDriverOptions, "driverConfig" | "clusterId">;
+}
+
 /** The driver a cluster row asks for. */
-export function createDriver(cluster: ClusterDriverRow): ClusterDriver {
+export function createDriver(cluster: ClusterDriverRow, hooks: DriverHooks = {}): ClusterDriver {
   const config = cluster.driverConfig ?? {};
   switch (cluster.driver) {
+    case "local":
+      return new LocalDriver({
+        ...hooks.local,
+        driverConfig: config,
+        ...(cluster.id ? { clusterId: cluster.id } : {}),
+      });
     case "kubernetes":
       return new KubernetesDriver({
         kubeConfig: loadKubeConfig(config),

@@ -289,8 +289,10 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     await waitFor("scoped driver sees the cluster's replicas", () =>
       scopedEvents.some((e) => e.replicaId === "v2-b"),
     );
-    expect(server.watchSelectors).toContain(
-      `app.kubernetes.io/managed-by=tessera,tessera.dev/cluster-id=${cluster.clusterId}`,
+    // The events above can come from the initial list, before the watch request is sent.
+    const scopedSelector = `app.kubernetes.io/managed-by=tessera,tessera.dev/cluster-id=${cluster.clusterId}`;
+    await waitFor("scoped driver watches with the cluster selector", () =>
+      server.watchSelectors.includes(scopedSelector),
     );
     await scoped.close();
 

@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
+import { RUNTIME_ENV } from "./runtime-contract.js";
 
 /**
  * Handles let one deployment call another deployment of the SAME application through the
@@ -43,4 +44,26 @@ export function verifyHandleToken(
 
 export function handleBaseUrl(gatewayUrl: string, orgSlug: string, appName: string): string {
   return `${gatewayUrl.replace(/\/+$/, "")}${HANDLE_PATH_PREFIX}${orgSlug}/${appName}`;
+}
+
+export interface ReplicaHandleEnvInput {
+  /** Base URL replicas reach the gateway at (not necessarily the public one). */
+  gatewayUrl: string;
+  secret: string;
+  orgId: string;
+  orgSlug: string;
+  applicationId: string;
+  appName: string;
+}
+
+/**
+ * The handle variables of a replica's environment (TESSERA_HANDLE_URL, TESSERA_HANDLE_TOKEN): the
+ * provisioner passes them as `extraEnv` to every replica of the application, so handler code can
+ * call the application's other deployments. The secret itself never reaches the replica.
+ */
+export function replicaHandleEnv(input: ReplicaHandleEnvInput): Record<string, string> {
+  return {
+    [RUNTIME_ENV.HANDLE_URL]: handleBaseUrl(input.gatewayUrl, input.orgSlug, input.appName),
+    [RUNTIME_ENV.HANDLE_TOKEN]: mintHandleToken(input.secret, input.orgId, input.applicationId),
+  };
 }

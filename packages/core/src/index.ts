@@ -6,3 +6,5 @@ export * from "./handle-tokens.js";
 export * from "./jobs.js";
 export * from "./redis-keys.js";
 export * from "./runtime-contract.js";
+export * from "./traffic.js";
+export * from "./usage.js";

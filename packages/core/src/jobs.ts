@@ -50,3 +50,19 @@ export type PlatformNotice =
   | { kind: "routingChanged"; deploymentId: string };
 
 export type PlatformNotifier = (notice: PlatformNotice) => Promise<void>;
+
+/** Job counts of one BullMQ queue, for the operators' view. */
+export interface QueueDepth {
+  queue: string;
+  waiting: number;
+  active: number;
+  delayed: number;
+  failed: number;
+  completed: number;
+  paused: number;
+}
+
+/** Read access to the provisioner's queues (BullMQ in production), handed to the API for admins. */
+export interface QueueMonitor {
+  depths(): Promise<QueueDepth[]>;
+}

@@ -57,7 +57,9 @@ describe("api keys", () => {
     const { key, prefix, hash } = generateApiKey();
     expect(parseApiKey(key)?.prefix).toBe(prefix);
     expect(apiKeyMatches(key, hash)).toBe(true);
-    expect(apiKeyMatches(`${key.slice(0, -1)}x`, hash)).toBe(false);
+    // Change the last character (to another one: a key may end in "x" by chance).
+    const tampered = `${key.slice(0, -1)}${key.endsWith("x") ? "y" : "x"}`;
+    expect(apiKeyMatches(tampered, hash)).toBe(false);
     expect(parseApiKey("tsk_short")).toBeNull();
   });
 });
@@ -74,5 +76,23 @@ describe("handle tokens", () => {
     expect(verifyHandleToken("s3cret", forged)).toBeNull();
     expect(verifyHandleToken("s3cret", "th_garbage")).toBeNull();
     expect(verifyHandleToken("", token)).toBeNull();
+  });
+  it("replicaHandleEnv gives a replica the handle URL and a token scoped to its org and application", async () => {
+    const { replicaHandleEnv, verifyHandleToken } = await import("../src/handle-tokens.js");
+    const env = replicaHandleEnv({
+      gatewayUrl: "http://127.0.0.1:8080/",
+      secret: "s3cret",
+      orgId: org,
+      orgSlug: "acme",
+      applicationId: app,
+      appName: "shop",
+    });
+    expect(Object.keys(env).sort()).toEqual(["TESSERA_HANDLE_TOKEN", "TESSERA_HANDLE_URL"]);
+    expect(env.TESSERA_HANDLE_URL).toBe("http://127.0.0.1:8080/-/handles/acme/shop");
+    expect(verifyHandleToken("s3cret", env.TESSERA_HANDLE_TOKEN!)).toEqual({
+      orgId: org,
+      applicationId: app,
+    });
+    expect(JSON.stringify(env)).not.toContain("s3cret");
   });
 });

@@ -155,11 +155,7 @@ export const clusters = pgTable(
     createdAt: createdAt(),
     deletedAt: ts("deleted_at"),
   },
-  (t) => [
-    uniqueIndex("clusters_org_name_uq")
-      .on(t.orgId, t.name)
-      .where(sql`deleted_at is null`),
-  ],
+  (t) => [uniqueIndex("clusters_org_name_uq").on(t.orgId, t.name).where(sql`deleted_at is null`)],
 );
 
 export const applications = pgTable(
@@ -178,14 +174,18 @@ export const applications = pgTable(
     createdAt: createdAt(),
     deletedAt: ts("deleted_at"),
   },
-  (t) => [
-    uniqueIndex("applications_org_name_uq")
-      .on(t.orgId, t.name)
-      .where(sql`deleted_at is null`),
-  ],
+  (t) => [uniqueIndex("applications_org_name_uq").on(t.orgId, t.name).where(sql`deleted_at is null`)],
 );
 
-export type DeploymentState = "pending" | "deploying" | "ready" | "degraded" | "failed" | "parked" | "deleting" | "deleted";
+export type DeploymentState =
+  | "pending"
+  | "deploying"
+  | "ready"
+  | "degraded"
+  | "failed"
+  | "parked"
+  | "deleting"
+  | "deleted";
 
 export const deployments = pgTable(
   "deployments",
@@ -217,6 +217,11 @@ export const deployments = pgTable(
     scaling: jsonb("scaling").$type<Record<string, unknown>>().notNull().default({}),
     /** Replicas the controller should run now (set by deploys, the operator API and the autoscaler). */
     targetReplicas: integer("target_replicas").notNull().default(1),
+    /**
+     * Canary traffic split `{canaryRevisionId, canaryPercent, startedAt}` (see `trafficSplit` in
+     * @tessera/core), null when the live revision takes all traffic.
+     */
+    traffic: jsonb("traffic").$type<{ canaryRevisionId: string; canaryPercent: number; startedAt: string }>(),
     state: text("state").$type<DeploymentState>().notNull().default("pending"),
     stateReason: text("state_reason"),
     createdAt: createdAt(),
@@ -224,14 +229,19 @@ export const deployments = pgTable(
     deletedAt: ts("deleted_at"),
   },
   (t) => [
-    uniqueIndex("deployments_app_name_uq")
-      .on(t.applicationId, t.name)
-      .where(sql`deleted_at is null`),
+    uniqueIndex("deployments_app_name_uq").on(t.applicationId, t.name).where(sql`deleted_at is null`),
     index("deployments_org_idx").on(t.orgId),
   ],
 );
 
-export type RevisionState = "pending" | "building" | "starting" | "live" | "failed" | "superseded" | "rolled_back";
+export type RevisionState =
+  | "pending"
+  | "building"
+  | "starting"
+  | "live"
+  | "failed"
+  | "superseded"
+  | "rolled_back";
 
 export const revisions = pgTable(
   "revisions",
@@ -250,6 +260,8 @@ export const revisions = pgTable(
     /** CodeBundle `{files, encoding}`. */
     code: jsonb("code").$type<{ files: Record<string, string>; encoding: "utf8" | "base64" }>().notNull(),
     envHash: text("env_hash").notNull(),
+    /** Free-form name of this revision (e.g. Ray Serve's `version="v2"`, a git sha); not unique. */
+    label: text("label"),
     state: text("state").$type<RevisionState>().notNull().default("pending"),
     failureReason: text("failure_reason"),
     createdBy: uuid("created_by").references(() => users.id, { onDelete: "set null" }),
@@ -411,8 +423,14 @@ export const usageEvents = pgTable(
     bytesOut: bigint("bytes_out", { mode: "number" }),
     at: ts("at").notNull(),
     meta: jsonb("meta").$type<Record<string, unknown>>(),
+    /** When the row reached Postgres: the hourly rollup re-aggregates the hours of late arrivals. */
+    recordedAt: ts("recorded_at").notNull().defaultNow(),
   },
-  (t) => [index("usage_events_org_at_idx").on(t.orgId, t.at), index("usage_events_deployment_at_idx").on(t.deploymentId, t.at)],
+  (t) => [
+    index("usage_events_org_at_idx").on(t.orgId, t.at),
+    index("usage_events_deployment_at_idx").on(t.deploymentId, t.at),
+    index("usage_events_recorded_at_idx").on(t.recordedAt),
+  ],
 );
 
 export const auditLog = pgTable(
@@ -430,3 +448,147 @@ export const auditLog = pgTable(
   (t) => [index("audit_log_org_idx").on(t.orgId, t.at)],
 );
 
+// ---------------------------------------------------------------- metering, billing, uptime
+
+/**
+ * Usage rolled up per organisation, deployment (null: org-level, e.g. builds of a shared
+ * environment) and hour. Derived data: every row is recomputed from usage_events and replicas,
+ * so re-running the rollup for an hour gives the same row.
+ */
+export const usageHourly = pgTable(
+  "usage_hourly",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    orgId: uuid("org_id").notNull(),
+    deploymentId: uuid("deployment_id"),
+    hour: ts("hour").notNull(),
+    requests: bigint("requests", { mode: "number" }).notNull().default(0),
+    /** Requests answered 5xx (the platform's or the handler's fault). */
+    errors: bigint("errors", { mode: "number" }).notNull().default(0),
+    /** Request counts per latency bucket (`LATENCY_BUCKETS_MS` in @tessera/billing). */
+    latencyHistogram: jsonb("latency_histogram").$type<number[]>().notNull().default([]),
+    latencySumMs: doublePrecision("latency_sum_ms").notNull().default(0),
+    replicaSeconds: doublePrecision("replica_seconds").notNull().default(0),
+    cpuSeconds: doublePrecision("cpu_seconds").notNull().default(0),
+    gpuSeconds: doublePrecision("gpu_seconds").notNull().default(0),
+    memoryGibSeconds: doublePrecision("memory_gib_seconds").notNull().default(0),
+    buildSeconds: doublePrecision("build_seconds").notNull().default(0),
+    egressBytes: bigint("egress_bytes", { mode: "number" }).notNull().default(0),
+    computedAt: ts("computed_at").notNull().defaultNow(),
+  },
+  (t) => [
+    index("usage_hourly_org_hour_idx").on(t.orgId, t.hour),
+    index("usage_hourly_deployment_hour_idx").on(t.deploymentId, t.hour),
+    index("usage_hourly_hour_idx").on(t.hour),
+  ],
+);
+
+/** Where each rollup / sync loop got to, so a restarted job resumes instead of rescanning. */
+export const billingCursors = pgTable("billing_cursors", {
+  name: text("name").primaryKey(),
+  at: ts("at").notNull(),
+});
+
+/** Plans; rows override the built-in defaults of @tessera/billing (`organisations.plan` names one). */
+export const plans = pgTable("plans", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull(),
+  /** `PlanLimits`: null fields mean unlimited. */
+  limits: jsonb("limits").$type<Record<string, number | null>>().notNull(),
+  /** USD per unit per metered quantity (`PlanPrices`). */
+  prices: jsonb("prices").$type<Record<string, number>>().notNull(),
+  createdAt: createdAt(),
+});
+
+export type BillingStatus =
+  | "none"
+  | "active"
+  | "trialing"
+  | "past_due"
+  | "unpaid"
+  | "canceled"
+  | "incomplete";
+
+/** Stripe state of one organisation. */
+export const billingAccounts = pgTable("billing_accounts", {
+  orgId: uuid("org_id")
+    .primaryKey()
+    .references(() => organisations.id, { onDelete: "cascade" }),
+  stripeCustomerId: text("stripe_customer_id").unique(),
+  stripeSubscriptionId: text("stripe_subscription_id"),
+  subscriptionStatus: text("subscription_status").$type<BillingStatus>().notNull().default("none"),
+  /** Start of the current paid subscription: only usage from then on is reported to Stripe. */
+  paidSince: ts("paid_since"),
+  /** An invoice payment failed and no later one succeeded: deploys are refused, serving is limited per plan. */
+  paymentFailed: boolean("payment_failed").notNull().default(false),
+  paymentFailedAt: ts("payment_failed_at"),
+  /** `created` of the newest Stripe event applied, so an older event delivered late changes nothing. */
+  lastEventAt: ts("last_event_at"),
+  updatedAt: ts("updated_at").notNull().defaultNow(),
+});
+
+/**
+ * Meter events sent to Stripe, one row per (org, hour, quantity, sequence). The identifier doubles
+ * as the Idempotency-Key: a job that retries after Stripe accepted but before this row was written
+ * sends the same key again and Stripe answers with the first result instead of counting twice.
+ */
+export const stripeUsageReports = pgTable(
+  "stripe_usage_reports",
+  {
+    identifier: text("identifier").primaryKey(),
+    orgId: uuid("org_id").notNull(),
+    hour: ts("hour").notNull(),
+    quantity: text("quantity").notNull(),
+    /** Units sent in this report (a delta over the earlier reports of the same org/hour/quantity). */
+    value: bigint("value", { mode: "number" }).notNull(),
+    sequence: integer("sequence").notNull(),
+    reportedAt: createdAt(),
+  },
+  (t) => [uniqueIndex("stripe_usage_reports_key_uq").on(t.orgId, t.hour, t.quantity, t.sequence)],
+);
+
+/** Stripe webhook events already applied (the event id is Stripe's idempotency key for deliveries). */
+export const stripeEvents = pgTable("stripe_events", {
+  id: text("id").primaryKey(),
+  type: text("type").notNull(),
+  orgId: uuid("org_id"),
+  receivedAt: createdAt(),
+});
+
+/** Synthetic health probes per deployment. */
+export const uptimeProbes = pgTable(
+  "uptime_probes",
+  {
+    id: bigserial("id", { mode: "number" }).primaryKey(),
+    orgId: uuid("org_id").notNull(),
+    deploymentId: uuid("deployment_id")
+      .notNull()
+      .references(() => deployments.id, { onDelete: "cascade" }),
+    ok: boolean("ok").notNull(),
+    status: integer("status"),
+    latencyMs: doublePrecision("latency_ms"),
+    error: text("error"),
+    at: ts("at").notNull(),
+  },
+  (t) => [index("uptime_probes_deployment_at_idx").on(t.deploymentId, t.at)],
+);
+
+/** Opened after consecutive failed probes, closed by the next successful one. */
+export const uptimeIncidents = pgTable(
+  "uptime_incidents",
+  {
+    id: id(),
+    orgId: uuid("org_id").notNull(),
+    deploymentId: uuid("deployment_id")
+      .notNull()
+      .references(() => deployments.id, { onDelete: "cascade" }),
+    openedAt: ts("opened_at").notNull(),
+    closedAt: ts("closed_at"),
+    reason: text("reason").notNull(),
+    failedProbes: integer("failed_probes").notNull(),
+  },
+  (t) => [
+    index("uptime_incidents_org_idx").on(t.orgId, t.openedAt),
+    uniqueIndex("uptime_incidents_open_uq").on(t.deploymentId).where(sql`closed_at is null`),
+  ],
+);

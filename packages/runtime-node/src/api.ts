@@ -6,6 +6,19 @@
  * registry, so the handler bundle and the runtime server (two separate bundles, each with its own
  * copy of this module) agree on it.
  */
+export { BatchError, type BatchOptions, batch, batched } from "./batching.js";
+export { currentRequestId } from "./call-context.js";
+export {
+  type CallOptions,
+  DeploymentHandle,
+  HandleCancelled,
+  HandleError,
+  Handles,
+  HandleTimeout,
+  handles,
+} from "./handles.js";
+export { HttpError } from "./http-error.js";
+
 export const ROUTES_KEY: unique symbol = Symbol.for("tessera.routes") as never;
 
 export type StreamMode = "sse" | "chunked";
@@ -35,6 +48,8 @@ export interface TesseraRequest<B = any> {
   /** Lower-cased header names. */
   headers: Record<string, string>;
   requestId: string;
+  /** Aborted when the client disconnects: pass it on to work that should stop with the request. */
+  signal: AbortSignal;
 }
 
 /** A reply with a chosen status/headers; `body` may be JSON-able, a string, a Buffer or an (async) iterable to stream. */
@@ -48,17 +63,6 @@ export class Response {
     this.status = status;
     this.body = body;
     this.headers = { ...headers };
-  }
-}
-
-/** Throw from a handler to answer with a client error instead of a 500 HANDLER_ERROR. */
-export class HttpError extends Error {
-  readonly status: number;
-  readonly code: string;
-  constructor(status: number, message: string, code = "BAD_REQUEST") {
-    super(message);
-    this.status = status;
-    this.code = code;
   }
 }
 

@@ -1,9 +1,9 @@
-import { delimiter, dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { delimiter, dirname } from "node:path";
 import { RUNTIME_ENV } from "@tessera/core";
+import { PYTHON_RUNTIME_DIR } from "./paths.js";
 
-/** Absolute path of the directory holding the `tessera` python package (put it on PYTHONPATH). */
-export const PYTHON_RUNTIME_DIR = join(dirname(fileURLToPath(import.meta.url)), "..", "python");
+export { PYTHON_RUNTIME_DIR } from "./paths.js";
+export * from "./ray-serve.js";
 
 export interface ReplicaLaunch {
   command: string;

@@ -1,8 +1,12 @@
-import { applications, clusters, deployments, memberships, organisations, users } from "@tessera/db";
+import { platformOverview, usageByDay } from "@tessera/billing";
+import type { ControlJob } from "@tessera/core";
+import { applications, clusters, deployments, jobs, memberships, organisations, users } from "@tessera/db";
 import { and, count, desc, eq, ilike, isNull, or, type SQL } from "drizzle-orm";
 import { z } from "zod";
+import { apiError } from "../errors.js";
 import { adminProcedure, router } from "../trpc.js";
 import { clusterColumns } from "./clusters.js";
+import { resolveRange, usageRange } from "./usage.js";
 
 const page = z.object({
   search: z.string().trim().max(200).optional(),
@@ -10,7 +14,8 @@ const page = z.object({
   offset: z.number().int().min(0).default(0),
 });
 
-const like = (s: string) => `%${s.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+/** An ILIKE pattern matching `s` anywhere, with its wildcards escaped. */
+export const like = (s: string) => `%${s.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 
 /** Read-only views across every organisation, for platform operators. */
 export const adminRouter = router({
@@ -115,5 +120,52 @@ export const adminRouter = router({
       .orderBy(desc(users.createdAt))
       .limit(p.limit)
       .offset(p.offset);
+  }),
+
+  /** Platform monitoring: request and error rates per org, replicas by state, busiest deployments, failed jobs and builds. */
+  overview: adminProcedure
+    .input(
+      z
+        .object({
+          windowHours: z
+            .number()
+            .int()
+            .min(1)
+            .max(24 * 31)
+            .default(24),
+        })
+        .optional(),
+    )
+    .query(({ ctx, input }) => platformOverview(ctx.db, new Date(), (input?.windowHours ?? 24) * 3_600_000)),
+
+  /** Usage per day and deployment across every organisation (or one). */
+  usageByDay: adminProcedure
+    .input(usageRange.extend({ orgId: z.uuid().optional() }).optional())
+    .query(({ ctx, input }) =>
+      usageByDay(ctx.db, { orgId: input?.orgId ?? null, ...resolveRange(input ?? {}) }),
+    ),
+
+  /** Depths of the provisioner's queues; `configured: false` when the API has no Redis access. */
+  queues: adminProcedure.query(async ({ ctx }) =>
+    ctx.queues ? { configured: true, queues: await ctx.queues.depths() } : { configured: false, queues: [] },
+  ),
+
+  /**
+   * Run a failed control job again: the same job under a fresh dedupe key (jobs re-read desired
+   * state, so a retry converges rather than acting twice).
+   */
+  retryJob: adminProcedure.input(z.object({ jobId: z.uuid() })).mutation(async ({ ctx, input }) => {
+    const [job] = await ctx.db.select().from(jobs).where(eq(jobs.id, input.jobId));
+    if (!job) throw apiError("NOT_FOUND", "job not found");
+    if (job.state !== "failed")
+      throw apiError("CONFLICT", `only failed jobs are retried; this one is ${job.state}`);
+    const { jobId } = await ctx.jobs.enqueue(job.payload as unknown as ControlJob, {
+      dedupeKey: `${job.dedupeKey}:retry:${Date.now()}`,
+      orgId: job.orgId,
+    });
+    ctx.audit.orgId = job.orgId;
+    ctx.audit.targetId = jobId;
+    ctx.audit.details = { retriedJobId: job.id, kind: job.kind };
+    return { jobId };
   }),
 });

@@ -25,8 +25,9 @@ import { and, asc, desc, eq, gt, inArray, isNull, type SQL, sql } from "drizzle-
 import { z } from "zod";
 import { apiError, issueFieldErrors, isUniqueViolation } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
+import { enforceDeployPlan, enforceScalePlan } from "./billing.js";
 
-type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
+export type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
 
 /** Revision columns without the code bundle, which can be megabytes. */
 export const revisionSummary = {
@@ -35,6 +36,7 @@ export const revisionSummary = {
   version: revisions.version,
   config: revisions.config,
   envHash: revisions.envHash,
+  label: revisions.label,
   state: revisions.state,
   failureReason: revisions.failureReason,
   createdBy: revisions.createdBy,
@@ -44,12 +46,13 @@ export const revisionSummary = {
 
 const deploymentId = z.object({ deploymentId: z.uuid() });
 const prevVersion = z.number().int("must be an integer").min(0, "must be >= 0");
+export const revisionLabel = z.string().trim().min(1).max(100);
 const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 
-type ScalingState = { scaling: Record<string, unknown>; targetReplicas: number };
+export type ScalingState = { scaling: Record<string, unknown>; targetReplicas: number };
 
 /** Scaling stored on the deployment row, derived from a revision's config. */
-function scalingOf(c: Pick<DeploymentConfig, "numReplicas" | "autoscaling">): Record<string, unknown> {
+export function scalingOf(c: Pick<DeploymentConfig, "numReplicas" | "autoscaling">): Record<string, unknown> {
   if (c.autoscaling) return { autoscaling: c.autoscaling };
   return { numReplicas: c.numReplicas ?? 1 };
 }
@@ -62,13 +65,16 @@ function targetAfterRedeploy(c: DeploymentConfig, current: number): number {
 }
 
 /** A redeploy (or rollback) whose config names replicas or autoscaling adopts that scaling. */
-function redeployScaling(c: DeploymentConfig, currentTarget: number): ScalingState | undefined {
+export function redeployScaling(c: DeploymentConfig, currentTarget: number): ScalingState | undefined {
   if (c.numReplicas === undefined && !c.autoscaling) return undefined;
   return { scaling: scalingOf(c), targetReplicas: targetAfterRedeploy(c, currentTarget) };
 }
 
 /** Validate config and code together so the caller sees every field error in one round trip. */
-function parseDeployInput(config: unknown, code: unknown): { config: DeploymentConfig; code: CodeBundle } {
+export function parseDeployInput(
+  config: unknown,
+  code: unknown,
+): { config: DeploymentConfig; code: CodeBundle } {
   const c = deploymentConfig.safeParse(config);
   const b = codeBundle.safeParse(code);
   if (c.success && b.success) return { config: c.data, code: b.data };
@@ -91,7 +97,7 @@ type Quota = { cpus: number; memoryMb: number; gpus: number; maxReplicas: number
  * One replica must fit the cluster's quota and the replica count may not exceed its maximum;
  * reported as field errors on the offending config fields (`prefix` roots the paths).
  */
-function quotaErrors(
+export function quotaErrors(
   c: {
     resources?: DeploymentConfig["resources"];
     numReplicas?: number;
@@ -117,19 +123,19 @@ function quotaErrors(
   return errors;
 }
 
-function throwIfAny(errors: Record<string, string>, what: string): void {
+export function throwIfAny(errors: Record<string, string>, what: string): void {
   const [first] = Object.entries(errors);
   if (first)
     throw apiError("VALIDATION_FAILED", `${what}: ${first[0]}: ${first[1]}`, { fieldErrors: errors });
 }
 
-async function clusterQuota(db: Pick<Database, "select">, clusterId: string): Promise<Quota> {
+export async function clusterQuota(db: Pick<Database, "select">, clusterId: string): Promise<Quota> {
   const [c] = await db.select({ quota: clusters.quota }).from(clusters).where(eq(clusters.id, clusterId));
   if (!c) throw apiError("NOT_FOUND", "cluster not found");
   return c.quota;
 }
 
-async function ensureEnvironment(db: Database, config: DeploymentConfig): Promise<string> {
+export async function ensureEnvironment(db: Database, config: DeploymentConfig): Promise<string> {
   const hash = environmentHash(config.runtime, config.environment);
   await db
     .insert(environments)
@@ -147,7 +153,7 @@ async function ensureEnvironment(db: Database, config: DeploymentConfig): Promis
  * `version` must still equal `prevVersion`, and the new revision, the desired pointer and the
  * version bump commit together. A loser of a race sees CONFLICT and nothing of it is stored.
  */
-async function commitRevision(
+export async function commitRevision(
   tx: Tx,
   dep: { id: string; orgId: string; version: number },
   opts: {
@@ -157,6 +163,9 @@ async function commitRevision(
     envHash: string;
     createdBy: string | null;
     scaling?: ScalingState;
+    label?: string | null;
+    /** How a lost compare-and-set is reported (several deployments name their own field). */
+    conflict?: (current: number, prev: number) => Error;
   },
 ) {
   const revisionId = randomUUID();
@@ -175,6 +184,8 @@ async function commitRevision(
       desiredRevisionId: revisionId,
       state: "deploying",
       stateReason: null,
+      // A new rollout supersedes a running canary (see the traffic router).
+      traffic: null,
       updatedAt: now,
       ...(opts.scaling ?? {}),
     })
@@ -186,7 +197,7 @@ async function commitRevision(
       ),
     )
     .returning();
-  if (!updated) throw versionConflict(dep.version, opts.prevVersion);
+  if (!updated) throw (opts.conflict ?? versionConflict)(dep.version, opts.prevVersion);
   const [revision] = await tx
     .insert(revisions)
     .values({
@@ -197,21 +208,27 @@ async function commitRevision(
       config: opts.config,
       code: opts.code,
       envHash: opts.envHash,
+      label: opts.label ?? null,
       createdBy: opts.createdBy,
     })
     .returning(revisionSummary);
   return { deployment: updated, revision: revision! };
 }
 
-function versionConflict(current: number, prev: number) {
+export function versionConflict(
+  current: number,
+  prev: number,
+  field = "prevVersion",
+  name = "the deployment",
+) {
   return apiError(
     "CONFLICT",
-    `the deployment is at version ${current}, not ${prev}: someone else deployed; reload and retry`,
-    { fieldErrors: { prevVersion: `is ${current}` } },
+    `${name} is at version ${current}, not ${prev}: someone else deployed; reload and retry`,
+    { fieldErrors: { [field]: `is ${current}` } },
   );
 }
 
-async function lockDeployment(tx: Tx, orgId: string, id: string) {
+export async function lockDeployment(tx: Tx, orgId: string, id: string) {
   const [dep] = await tx
     .select()
     .from(deployments)
@@ -221,7 +238,29 @@ async function lockDeployment(tx: Tx, orgId: string, id: string) {
   return dep;
 }
 
-async function findDeployment(db: Database, orgId: string, id: string) {
+/** The organisation's live application, else NOT_FOUND (another tenant's id included). */
+export async function findApplication(db: Database, orgId: string, id: string) {
+  const [app] = await db
+    .select()
+    .from(applications)
+    .where(and(eq(applications.id, id), eq(applications.orgId, orgId), isNull(applications.deletedAt)));
+  if (!app) throw apiError("NOT_FOUND", "application not found");
+  return app;
+}
+
+/** Summaries of the given revisions of one org (nulls skipped), by id. */
+export async function revisionsById(db: Database, orgId: string, ids: (string | null | undefined)[]) {
+  const wanted = ids.filter((x): x is string => !!x);
+  const revs = wanted.length
+    ? await db
+        .select(revisionSummary)
+        .from(revisions)
+        .where(and(inArray(revisions.id, wanted), eq(revisions.orgId, orgId)))
+    : [];
+  return new Map(revs.map((r) => [r.id, r]));
+}
+
+export async function findDeployment(db: Database, orgId: string, id: string) {
   const [dep] = await db
     .select()
     .from(deployments)
@@ -251,14 +290,7 @@ export const deploymentsRouter = router({
     .input(deploymentId)
     .query(async ({ ctx, input }) => {
       const dep = await findDeployment(ctx.db, ctx.org.id, input.deploymentId);
-      const ids = [dep.liveRevisionId, dep.desiredRevisionId].filter((x): x is string => !!x);
-      const revs = ids.length
-        ? await ctx.db
-            .select(revisionSummary)
-            .from(revisions)
-            .where(and(inArray(revisions.id, ids), eq(revisions.orgId, ctx.org.id)))
-        : [];
-      const byId = new Map(revs.map((r) => [r.id, r]));
+      const byId = await revisionsById(ctx.db, ctx.org.id, [dep.liveRevisionId, dep.desiredRevisionId]);
       return {
         ...dep,
         liveRevision: dep.liveRevisionId ? (byId.get(dep.liveRevisionId) ?? null) : null,
@@ -273,40 +305,39 @@ export const deploymentsRouter = router({
    */
   deploy: orgProcedure("admin")
     .input(
-      z.object({ applicationId: z.uuid(), name: slug, config: z.unknown(), code: z.unknown(), prevVersion }),
+      z.object({
+        applicationId: z.uuid(),
+        name: slug,
+        config: z.unknown(),
+        code: z.unknown(),
+        prevVersion,
+        /** A name for the new revision (a git sha, "v2"): shown in revision lists, not unique. */
+        label: revisionLabel.optional(),
+      }),
     )
     .mutation(async ({ ctx, input }) => {
-      const [app] = await ctx.db
-        .select()
-        .from(applications)
-        .where(
-          and(
-            eq(applications.id, input.applicationId),
-            eq(applications.orgId, ctx.org.id),
-            isNull(applications.deletedAt),
-          ),
-        );
-      if (!app) throw apiError("NOT_FOUND", "application not found");
+      const app = await findApplication(ctx.db, ctx.org.id, input.applicationId);
       const { config, code } = parseDeployInput(input.config, input.code);
       throwIfAny(
         quotaErrors(config, await clusterQuota(ctx.db, app.clusterId), "config"),
         "over the cluster quota",
       );
+      const sameName = and(
+        eq(deployments.applicationId, app.id),
+        eq(deployments.name, input.name),
+        isNull(deployments.deletedAt),
+      );
+      const [existing] = await ctx.db.select({ id: deployments.id }).from(deployments).where(sameName);
+      await enforceDeployPlan(ctx, ctx.org.id, {
+        deploymentId: existing?.id ?? null,
+        resources: config.resources,
+        replicas: config.autoscaling?.maxReplicas ?? config.numReplicas ?? 1,
+      });
       const envHash = await ensureEnvironment(ctx.db, config);
       let result: Awaited<ReturnType<typeof commitRevision>> & { created: boolean };
       try {
         result = await ctx.db.transaction(async (tx) => {
-          let [dep] = await tx
-            .select()
-            .from(deployments)
-            .where(
-              and(
-                eq(deployments.applicationId, app.id),
-                eq(deployments.name, input.name),
-                isNull(deployments.deletedAt),
-              ),
-            )
-            .for("update");
+          let [dep] = await tx.select().from(deployments).where(sameName).for("update");
           const created = !dep;
           if (!dep) {
             if (input.prevVersion !== 0) throw versionConflict(0, input.prevVersion);
@@ -334,6 +365,7 @@ export const deploymentsRouter = router({
             envHash,
             createdBy: ctx.userId,
             scaling,
+            label: input.label,
           });
           return { ...out, created };
         });
@@ -419,6 +451,12 @@ export const deploymentsRouter = router({
           fieldErrors: { numReplicas: "give numReplicas or autoscaling" },
         });
       }
+      await enforceScalePlan(
+        ctx,
+        ctx.org.id,
+        input.deploymentId,
+        s.autoscaling?.maxReplicas ?? s.numReplicas!,
+      );
       const result = await ctx.db.transaction(async (tx) => {
         const dep = await lockDeployment(tx, ctx.org.id, input.deploymentId);
         throwIfAny(quotaErrors(s, await clusterQuota(tx, dep.clusterId), ""), "over the cluster quota");

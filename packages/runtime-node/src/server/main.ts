@@ -8,7 +8,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ERROR_CODES, type ErrorCode, REQUEST_ID_HEADER, RUNTIME_PATHS } from "@tessera/core";
-import { HttpError, Response, type TesseraRequest } from "../api.js";
+import { HttpError, handles, Response, type TesseraRequest } from "../api.js";
+import { callContextStore } from "../call-context.js";
 import { createLog, type Log } from "./log.js";
 import { collectRoutes, matchRoute, type Route } from "./routes.js";
 import { loadSettings, type Settings } from "./settings.js";
@@ -58,6 +59,7 @@ class Replica {
       throw new Error(`${file} exports no class ${className} (nor a default class)`);
     this.routes = collectRoutes(cls as HandlerClass);
     this.instance = new (cls as HandlerClass)(this.settings.userConfig);
+    if (this.instance.handles === undefined) this.instance.handles = handles;
   }
 
   async health(): Promise<{ ready: boolean; reason: string }> {
@@ -100,7 +102,13 @@ class Replica {
 
     const started = performance.now();
     let counted = false;
+    // Aborted when the client goes away mid-request: handle calls and req.signal users stop.
+    const cancel = new AbortController();
     res.on("close", () => {
+      if (!res.writableFinished && !cancel.signal.aborted) {
+        cancel.abort();
+        this.log.info("client disconnected: request cancelled", { requestId, path: url.pathname });
+      }
       if (counted) this.requestDone();
       this.log.info("request", {
         requestId,
@@ -135,18 +143,22 @@ class Replica {
     const route = match.route;
     let request: TesseraRequest;
     try {
-      request = buildRequest(req, url, rawBody, match.params, requestId);
+      request = buildRequest(req, url, rawBody, match.params, requestId, cancel.signal);
     } catch (err) {
       if (err instanceof ClientError) return this.sendError(req, res, err.code, err.message);
       throw err;
     }
-    let result: unknown;
-    try {
-      result = await this.instance[route.methodName](request);
-    } catch (err) {
-      return this.sendHandlerError(req, res, err, requestId);
-    }
-    await this.sendResult(req, res, route, result, requestId);
+    // The whole call, streaming included, runs in the request's context (id + cancellation).
+    await callContextStore().run({ requestId, signal: cancel.signal }, async () => {
+      let result: unknown;
+      try {
+        result = await this.instance![route.methodName](request);
+      } catch (err) {
+        if (cancel.signal.aborted) return;
+        return this.sendHandlerError(req, res, err, requestId);
+      }
+      await this.sendResult(req, res, route, result, requestId);
+    });
   }
 
   private async serveInternal(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
@@ -368,12 +380,12 @@ function isResponseLike(v: unknown): v is Response {
 }
 
 function isHttpErrorLike(v: unknown): v is HttpError {
-  return (
-    v instanceof Error &&
-    v.name !== "TypeError" &&
-    v.constructor?.name === "HttpError" &&
-    typeof (v as HttpError).status === "number"
-  );
+  if (!(v instanceof Error) || v.name === "TypeError" || typeof (v as HttpError).status !== "number")
+    return false;
+  // An HttpError (or subclass, such as HandleError) from another copy of the api module.
+  for (let p = Object.getPrototypeOf(v); p && p !== Error.prototype; p = Object.getPrototypeOf(p))
+    if (p.constructor?.name === "HttpError") return true;
+  return false;
 }
 
 function isStream(v: unknown): v is AsyncIterable<unknown> | Iterator<unknown> {
@@ -481,6 +493,7 @@ function buildRequest(
   rawBody: Buffer,
   rawParams: Record<string, string>,
   requestId: string,
+  signal: AbortSignal,
 ): TesseraRequest {
   const params: Record<string, string> = {};
   for (const [k, v] of Object.entries(rawParams)) {
@@ -511,6 +524,7 @@ function buildRequest(
     queryAll,
     headers,
     requestId,
+    signal,
   };
 }
 

@@ -18,10 +18,12 @@ import time
 import traceback
 import uuid
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .api import HTTPError, Request, Response
+from .context import ClientGone, run_in_context, serve_cancellable
+from .handles import attach_handles, set_runtime_loop
 from .routing import BindError, Route, bind, collect_routes, match
 
 ERROR_STATUS = {
@@ -165,6 +167,9 @@ class Replica:
         self.health_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="health")
         self.server: Optional[asyncio.AbstractServer] = None
         self.stopped = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        # Set when the entry is a Ray Serve application (tessera.ray_serve serves it over ASGI).
+        self.ray: Any = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -174,12 +179,22 @@ class Replica:
             sys.path.insert(0, self.s.code_dir)
         module = importlib.import_module(self.s.module_name)
         cls = getattr(module, self.s.class_name, None)
+        from .ray_serve import serving as ray_serving
+
+        if ray_serving.is_ray_entry(cls):
+            self.ray = ray_serving.construct(cls, self.s, self.loop, self.pool)
+            self.instance = self.ray  # its health() runs the deployment's check_health()
+            self.constructed = True
+            return
         if not inspect.isclass(cls):
             raise LookupError("module %r has no class %r" % (self.s.module_name, self.s.class_name))
         routes = collect_routes(cls)
+        # A class without its own __init__ shows object's `(self, /, *args, **kwargs)`: only a
+        # named parameter asks for the user config.
         init_params = [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
-                       if p.kind not in (inspect.Parameter.VAR_KEYWORD,)]
+                       if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)]
         instance = cls(self.s.user_config) if init_params else cls()
+        attach_handles(instance)
         self.routes = routes
         self.instance = instance
         self.constructed = True
@@ -268,7 +283,7 @@ class Replica:
     async def handle(self, req: ParsedRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Serve one request; returns whether the connection may carry another."""
         request_id = req.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        if req.path.startswith("/-/"):
+        if req.path.startswith("/-/") and not (self.ray is not None and req.path.startswith("/-/call/")):
             try:
                 await self.read_body(req, reader, writer)
             except ClientError as e:
@@ -299,7 +314,12 @@ class Replica:
                 keep = keep and not e.close
                 status = await self.send_error(writer, req, e.code, e.message, request_id, not keep)
                 return keep
-            status, keep = await self.dispatch(req, writer, request_id, keep)
+            try:
+                status, keep = await serve_cancellable(reader, request_id,
+                                                       lambda: self.dispatch(req, writer, request_id, keep))
+            except ClientGone:
+                status, keep = 499, False
+                self.log.info("client disconnected: request cancelled", requestId=request_id, path=req.path)
             return keep
         finally:
             if counted:
@@ -353,6 +373,10 @@ class Replica:
         return req.keep_alive
 
     async def dispatch(self, req: ParsedRequest, writer: asyncio.StreamWriter, request_id: str, keep: bool) -> Tuple[int, bool]:
+        if self.ray is not None:
+            from .ray_serve import serving as ray_serving
+
+            return await ray_serving.dispatch(self, req, writer, request_id, keep)
         route, path_params, allowed = match(self.routes, req.method, req.path)
         if route is None:
             msg = ("method %s is not allowed on %s (allowed: %s)" % (req.method, req.path, ", ".join(sorted(set(allowed))))
@@ -373,7 +397,7 @@ class Replica:
             elif route.is_async:
                 result = await method(**kwargs)
             else:
-                result = await asyncio.get_running_loop().run_in_executor(self.pool, lambda: method(**kwargs))
+                result = await asyncio.get_running_loop().run_in_executor(self.pool, run_in_context(method, **kwargs))
                 if inspect.isawaitable(result):
                     result = await result
         except HTTPError as e:
@@ -483,9 +507,11 @@ class Replica:
         await self.send(writer, req, status, {"content-type": "application/json", "cache-control": "no-store"},
                         _dumps(obj).encode(), request_id, not req.keep_alive)
 
-    def head_bytes(self, req: Optional[ParsedRequest], status: int, headers: Dict[str, str], request_id: str, close: bool) -> bytes:
+    def head_bytes(self, req: Optional[ParsedRequest], status: int, headers: Union[Dict[str, str], List[Tuple[str, str]]],
+                   request_id: str, close: bool) -> bytes:
         lines = ["HTTP/1.1 %d %s" % (status, REASONS.get(status, "Status"))]
-        for k, v in headers.items():
+        # A list of pairs keeps repeated headers (set-cookie) of ASGI apps.
+        for k, v in (headers.items() if isinstance(headers, dict) else headers):
             if k.lower() in ("connection", "keep-alive", "content-length", REQUEST_ID_HEADER):
                 continue
             lines.append("%s: %s" % (k, str(v).replace("\r", " ").replace("\n", " ")))
@@ -622,7 +648,7 @@ async def aiter_any(body: Any, pool: concurrent.futures.Executor) -> AsyncIterat
     done = object()
     while True:
         # Each next() runs in the pool: a sync generator may block between items (model steps).
-        item = await loop.run_in_executor(pool, next, body, done)
+        item = await loop.run_in_executor(pool, run_in_context(next, body, done))
         if item is done:
             return
         yield item
@@ -671,6 +697,7 @@ async def main_async(settings: Settings, log: Log) -> int:
     server = await asyncio.start_server(replica.serve_connection, settings.host, settings.port,
                                         limit=MAX_HEADER_BYTES, reuse_address=True)
     replica.server = server
+    set_runtime_loop(loop)
     port = server.sockets[0].getsockname()[1]
     log.info("listening", host=settings.host, port=port, pid=os.getpid(), python=sys.version.split()[0])
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -686,6 +713,8 @@ async def main_async(settings: Settings, log: Log) -> int:
         server.close()
         return 1
     await replica.stopped.wait()
+    if replica.ray is not None:
+        await replica.ray.shutdown()
     server.close()
     replica.pool.shutdown(wait=False)
     log.info("stopped", total=replica.total)

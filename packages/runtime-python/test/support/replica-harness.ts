@@ -220,7 +220,12 @@ export class StreamReader {
   }
 }
 
-export function openStream(base: string, path: string, body: unknown): Promise<StreamReader> {
+export function openStream(
+  base: string,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<StreamReader> {
   const payload = Buffer.from(JSON.stringify(body));
   return new Promise((done, fail) => {
     const req = httpRequest(
@@ -228,7 +233,7 @@ export function openStream(base: string, path: string, body: unknown): Promise<S
       {
         method: "POST",
         agent: false,
-        headers: { "content-type": "application/json", "content-length": String(payload.length) },
+        headers: { "content-type": "application/json", "content-length": String(payload.length), ...headers },
       },
       (res) => done(new StreamReader(res)),
     );

@@ -1,0 +1,97 @@
+"use client";
+
+import { useQuery } from "@tanstack/react-query";
+import Link from "next/link";
+import { useDeferredValue, useState } from "react";
+import { DataTable } from "@/components/data-table";
+import { FormError, TextField } from "@/components/form";
+import { StateBadge } from "@/components/state-badge";
+import { Loading, When } from "@/components/when";
+import { shownError } from "@/lib/errors";
+import { useTRPC } from "@/lib/trpc";
+
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+
+/** Read-only platform view: every organisation, cluster and deployment, with live numbers. */
+export function AdminDashboard({ email }: { email: string }) {
+  const trpc = useTRPC();
+  const [search, setSearch] = useState("");
+  const q = useDeferredValue(search.trim());
+  const filter = q ? { search: q } : {};
+  const orgs = useQuery(trpc.admin.organisations.queryOptions(filter));
+  const clusters = useQuery(trpc.admin.clusters.queryOptions(filter));
+  const deployments = useQuery({
+    ...trpc.metrics.adminDeployments.queryOptions({ ...filter, windowMinutes: 60 }),
+    refetchInterval: 10_000,
+  });
+  const err = shownError(orgs.error ?? clusters.error ?? deployments.error);
+
+  return (
+    <main className="main" style={{ maxWidth: 1200, margin: "0 auto" }}>
+      <p>
+        <Link href="/dashboard">← Console</Link> <span className="muted">· signed in as {email}</span>
+      </p>
+      <h1>Platform admin</h1>
+      <TextField
+        label="Search organisations, clusters and deployments"
+        type="search"
+        value={search}
+        onChange={(e) => setSearch(e.target.value)}
+        placeholder="slug, name…"
+      />
+      <FormError error={err} />
+      <h2>Deployments (last hour)</h2>
+      {deployments.isLoading ? <Loading what="deployments" /> : null}
+      <DataTable
+        empty="No deployments match."
+        label="All deployments"
+        rows={deployments.data}
+        rowKey={(d) => d.id}
+        columns={[
+          { header: "Organisation", cell: (d) => d.orgSlug },
+          { header: "Deployment", cell: (d) => `${d.applicationName}/${d.name}` },
+          { header: "State", cell: (d) => <StateBadge state={d.state} /> },
+          {
+            header: "Replicas (ready/running/target)",
+            cell: (d) => `${d.readyReplicas}/${d.runningReplicas}/${d.targetReplicas}`,
+          },
+          { header: "Requests", cell: (d) => d.requests },
+          { header: "req/s", cell: (d) => d.rps.toFixed(3) },
+          { header: "Error rate", cell: (d) => pct(d.errorRate) },
+        ]}
+      />
+      <h2>Organisations</h2>
+      <DataTable
+        empty="No organisations match."
+        label="All organisations"
+        rows={orgs.data}
+        rowKey={(o) => o.id}
+        columns={[
+          { header: "Slug", cell: (o) => o.slug },
+          { header: "Name", cell: (o) => o.name },
+          { header: "Plan", cell: (o) => o.plan },
+          { header: "Members", cell: (o) => o.memberCount },
+          { header: "Personal", cell: (o) => (o.personal ? "yes" : "no") },
+          { header: "Created", cell: (o) => <When at={o.createdAt} /> },
+        ]}
+      />
+      <h2>Clusters</h2>
+      <DataTable
+        empty="No clusters match."
+        label="All clusters"
+        rows={clusters.data}
+        rowKey={(c) => c.id}
+        columns={[
+          { header: "Organisation", cell: (c) => c.orgSlug },
+          { header: "Cluster", cell: (c) => c.name },
+          { header: "State", cell: (c) => <StateBadge state={c.state} /> },
+          { header: "Driver", cell: (c) => `${c.driver} · ${c.region}` },
+          {
+            header: "Quota",
+            cell: (c) => `${c.quota.cpus} CPU · ${c.quota.memoryMb} MB · ${c.quota.maxReplicas} replicas`,
+          },
+        ]}
+      />
+    </main>
+  );
+}

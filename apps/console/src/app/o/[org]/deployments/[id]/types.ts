@@ -1,0 +1,4 @@
+import type { RouterOutputs } from "@tessera/api";
+
+export type DeploymentView = RouterOutputs["deployments"]["get"];
+export type RevisionView = RouterOutputs["deployments"]["revisions"][number];

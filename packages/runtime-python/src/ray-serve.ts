@@ -1,0 +1,494 @@
+import { spawn } from "node:child_process";
+import { delimiter } from "node:path";
+import {
+  type condaSpec,
+  type DeploymentConfig,
+  type DeploymentConfigInput,
+  deploymentConfig,
+  type EnvironmentSpec,
+  fieldErrors,
+  TesseraError,
+} from "@tessera/core";
+import { z } from "zod";
+import { PYTHON_RUNTIME_DIR } from "./paths.js";
+
+/**
+ * Ray Serve applications on Tessera: `inspectRayServeApp` imports the tenant's module with the
+ * compatibility package (python/ray) and lists its deployments; `mapRayServeOptions` turns one
+ * deployment's Ray options into a Tessera deployment config; `planRayServeApplication` does it for
+ * the whole graph, naming each Tessera deployment and wiring the handles between them.
+ */
+
+const rayDeploymentInfo = z.object({
+  name: z.string(),
+  className: z.string(),
+  kind: z.enum(["class", "function"]),
+  http: z.enum(["asgi", "call", "none"]),
+  routes: z.array(z.object({ path: z.string(), methods: z.array(z.string()) })),
+  handles: z.array(z.string()),
+  options: z.record(z.string(), z.unknown()),
+  hasReconfigure: z.boolean(),
+  hasCheckHealth: z.boolean(),
+  batched: z.array(z.object({ method: z.string(), maxBatchSize: z.number(), batchWaitTimeoutS: z.number() })),
+  problems: z.array(z.string()),
+});
+export type RayDeploymentInfo = z.infer<typeof rayDeploymentInfo>;
+
+const unsupportedCall = z.object({ call: z.string(), file: z.string(), line: z.number() });
+export type RayUnsupportedCall = z.infer<typeof unsupportedCall>;
+
+const inspectOutput = z.union([
+  z.object({
+    ok: z.literal(true),
+    ingress: z.string(),
+    deployments: z.array(rayDeploymentInfo).min(1),
+    unsupportedCalls: z.array(unsupportedCall),
+    stubbedModules: z.array(z.string()).default([]),
+  }),
+  z.object({
+    ok: z.literal(false),
+    error: z.object({ code: z.string(), message: z.string(), traceback: z.string().optional() }),
+    unsupportedCalls: z.array(unsupportedCall),
+  }),
+]);
+
+export interface RayServeApp {
+  /** Ray name of the ingress deployment (the one bound last, answering HTTP). */
+  ingress: string;
+  /** Every deployment of the graph, called ones before their callers. */
+  deployments: RayDeploymentInfo[];
+  /** Uses of Ray APIs the compatibility layer lacks, found in the source. */
+  unsupportedCalls: RayUnsupportedCall[];
+  /** Modules the inspecting python lacked, imported as stand-ins (the deployment's environment brings them). */
+  stubbedModules: string[];
+}
+
+/** Why an application cannot be deployed; `details.reason` is a stable code. */
+export class RayServeInspectError extends TesseraError {
+  constructor(
+    reason: string,
+    message: string,
+    extra: { traceback?: string; unsupportedCalls?: RayUnsupportedCall[]; stderr?: string } = {},
+  ) {
+    super("VALIDATION_FAILED", message, { reason, ...extra });
+    this.name = "RayServeInspectError";
+  }
+}
+
+export interface InspectOptions {
+  /** An interpreter whose site-packages hold what the module imports (fastapi, pandas...). */
+  python: string;
+  /** The unpacked code bundle; the entry module is imported from it. */
+  codeDir: string;
+  /** `module:app`. */
+  entry: string;
+  timeoutMs?: number;
+}
+
+const MAX_OUTPUT_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Imports the application in a child python (environment: PATH, HOME and PYTHONPATH only, so no
+ * platform secret reaches tenant code) and returns its deployments.
+ */
+export function inspectRayServeApp(opts: InspectOptions): Promise<RayServeApp> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  return new Promise((resolve, reject) => {
+    const child = spawn(opts.python, ["-m", "tessera.ray_serve.inspect", opts.entry], {
+      cwd: opts.codeDir,
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        HOME: opts.codeDir,
+        PYTHONPATH: [PYTHON_RUNTIME_DIR, opts.codeDir].join(delimiter),
+        PYTHONDONTWRITEBYTECODE: "1",
+        PYTHONUNBUFFERED: "1",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    let size = 0;
+    const take = (chunk: Buffer, into: "out" | "err") => {
+      size += chunk.length;
+      if (size > MAX_OUTPUT_BYTES) child.kill("SIGKILL");
+      else if (into === "out") stdout += chunk.toString("utf8");
+      else stderr = (stderr + chunk.toString("utf8")).slice(-8192);
+    };
+    child.stdout.on("data", (c: Buffer) => take(c, "out"));
+    child.stderr.on("data", (c: Buffer) => take(c, "err"));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      reject(new RayServeInspectError("INSPECTOR_UNAVAILABLE", `cannot run ${opts.python}: ${err.message}`));
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      if (signal)
+        return reject(
+          new RayServeInspectError(
+            "INSPECT_FAILED",
+            size > MAX_OUTPUT_BYTES
+              ? "importing the application printed too much output"
+              : `importing the application did not finish within ${timeoutMs / 1000} s`,
+            { stderr },
+          ),
+        );
+      const line = stdout.trim().split("\n").at(-1) ?? "";
+      let parsed: z.infer<typeof inspectOutput>;
+      try {
+        parsed = inspectOutput.parse(JSON.parse(line));
+      } catch {
+        return reject(
+          new RayServeInspectError(
+            "INSPECT_FAILED",
+            `the inspector failed (exit ${code}): ${stderr.trim()}`,
+            {
+              stderr,
+            },
+          ),
+        );
+      }
+      if (!parsed.ok)
+        return reject(
+          new RayServeInspectError(parsed.error.code, parsed.error.message, {
+            traceback: parsed.error.traceback,
+            unsupportedCalls: parsed.unsupportedCalls,
+          }),
+        );
+      resolve({
+        ingress: parsed.ingress,
+        deployments: parsed.deployments,
+        unsupportedCalls: parsed.unsupportedCalls,
+        stubbedModules: parsed.stubbedModules,
+      });
+    });
+  });
+}
+
+// ---- options mapping -------------------------------------------------------------------------
+
+export interface MappedRayDeployment {
+  /** The Tessera deployment config (not yet validated: see `planRayServeApplication`). */
+  config: DeploymentConfigInput;
+  /** Ray's `version`: the label of the revision this deploy creates. */
+  label?: string;
+  /** Ray's `prev_version`: the deploy is refused unless the live revision carries this label. */
+  prevLabel?: string;
+  /** Options that have no effect on Tessera, with why. */
+  warnings: string[];
+  /** Options Tessera cannot honour, keyed by option path: deploying is refused. */
+  errors: Record<string, string>;
+}
+
+const AUTOSCALING_KEYS: Record<string, keyof NonNullable<DeploymentConfigInput["autoscaling"]> | null> = {
+  min_replicas: "minReplicas",
+  max_replicas: "maxReplicas",
+  initial_replicas: "initialReplicas",
+  target_ongoing_requests: "targetOngoingRequests",
+  target_num_ongoing_requests_per_replica: "targetOngoingRequests",
+  upscale_delay_s: "upscaleDelayS",
+  downscale_delay_s: "downscaleDelayS",
+  // Tuning knobs of Ray's controller; Tessera's policy has its own fixed smoothing.
+  metrics_interval_s: null,
+  look_back_period_s: null,
+  smoothing_factor: null,
+  upscale_smoothing_factor: null,
+  downscale_smoothing_factor: null,
+  upscaling_factor: null,
+  downscaling_factor: null,
+};
+
+/** Ray Serve's `num_replicas="auto"` defaults. */
+const AUTO_REPLICAS = { minReplicas: 1, maxReplicas: 100, targetOngoingRequests: 2 };
+
+const MIN_CPUS = 0.1;
+const BYTES_PER_MB = 1024 * 1024;
+
+const IGNORED_OPTIONS: Record<string, string> = {
+  graceful_shutdown_wait_loop_s: "replicas drain until their in-flight requests finish",
+  graceful_shutdown_timeout_s: "the platform's drain timeout applies",
+  logging_config: "replica logs are JSON lines collected by the platform",
+};
+
+const REFUSED_OPTIONS: Record<string, string> = {
+  placement_group_bundles: "placement groups do not exist on Tessera",
+  placement_group_strategy: "placement groups do not exist on Tessera",
+  max_replicas_per_node: "Tessera places replicas itself",
+};
+
+/** Maps one deployment's Ray Serve options onto a Tessera deployment config. */
+export function mapRayServeOptions(options: Record<string, unknown>, entry: string): MappedRayDeployment {
+  const warnings: string[] = [];
+  const errors: Record<string, string> = {};
+  const config: DeploymentConfigInput & Record<string, unknown> = { runtime: "python", entry };
+  const out: MappedRayDeployment = { config, warnings, errors };
+
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined || value === null) continue;
+    switch (key) {
+      case "name":
+      case "init_args":
+      case "init_kwargs":
+        break;
+      case "version":
+        out.label = String(value);
+        break;
+      case "prev_version":
+        out.prevLabel = String(value);
+        break;
+      case "num_replicas":
+        if (value === "auto") config.autoscaling = { ...AUTO_REPLICAS };
+        else if (Number.isInteger(value)) config.numReplicas = value as number;
+        else errors.num_replicas = `must be an integer or "auto", got ${JSON.stringify(value)}`;
+        break;
+      case "autoscaling_config":
+      case "_autoscaling_config":
+        mapAutoscaling(key, value, config, warnings, errors);
+        break;
+      case "ray_actor_options":
+        mapActorOptions(value, config, warnings, errors);
+        break;
+      case "max_ongoing_requests":
+      case "max_concurrent_queries":
+        if (config.maxOngoingRequests !== undefined && config.maxOngoingRequests !== value)
+          errors[key] = "max_ongoing_requests and max_concurrent_queries disagree";
+        else config.maxOngoingRequests = value as number;
+        break;
+      case "max_queued_requests":
+        // -1 is Ray's "unbounded": Tessera always bounds the queue, so its default applies.
+        if (value === -1) warnings.push("max_queued_requests=-1: Tessera's bounded default queue applies");
+        else config.maxQueuedRequests = value as number;
+        break;
+      case "user_config":
+        if (typeof value === "object" && !Array.isArray(value))
+          config.userConfig = value as Record<string, unknown>;
+        else errors.user_config = "must be a JSON object on Tessera";
+        break;
+      case "health_check_period_s":
+        config.healthCheck = { ...config.healthCheck, periodS: value as number };
+        break;
+      case "health_check_timeout_s":
+        config.healthCheck = { ...config.healthCheck, timeoutS: value as number };
+        break;
+      case "route_prefix":
+        if (value !== "/")
+          warnings.push(
+            `route_prefix ${JSON.stringify(value)} ignored: the application is served at /v1/{org}/{app}/`,
+          );
+        break;
+      default:
+        if (key in IGNORED_OPTIONS) warnings.push(`${key} ignored: ${IGNORED_OPTIONS[key]}`);
+        else if (key in REFUSED_OPTIONS) errors[key] = `not supported: ${REFUSED_OPTIONS[key]}`;
+        else errors[key] = "unknown Ray Serve option";
+    }
+  }
+  if (config.numReplicas !== undefined && config.autoscaling !== undefined && options.num_replicas !== "auto")
+    errors.num_replicas = "set either num_replicas or autoscaling_config, not both";
+  return out;
+}
+
+/** The option as a plain object, or an error recorded at `at`. */
+function objectAt(
+  value: unknown,
+  at: string,
+  errors: Record<string, string>,
+): Record<string, unknown> | undefined {
+  if (typeof value === "object" && value !== null && !Array.isArray(value))
+    return value as Record<string, unknown>;
+  errors[at] = "must be an object";
+  return undefined;
+}
+
+function mapAutoscaling(
+  key: string,
+  value: unknown,
+  config: DeploymentConfigInput,
+  warnings: string[],
+  errors: Record<string, string>,
+): void {
+  const given = objectAt(value, key, errors);
+  if (!given) return;
+  const auto: Record<string, unknown> = { ...(config.autoscaling ?? { minReplicas: 1, maxReplicas: 1 }) };
+  for (const [k, v] of Object.entries(given)) {
+    const target = AUTOSCALING_KEYS[k];
+    if (target === undefined) errors[`${key}.${k}`] = "unknown autoscaling option";
+    else if (target === null) warnings.push(`${key}.${k} ignored: Tessera's autoscaler has fixed smoothing`);
+    else if (v !== null && v !== undefined) auto[target] = v;
+  }
+  config.autoscaling = auto as DeploymentConfigInput["autoscaling"];
+}
+
+function mapActorOptions(
+  value: unknown,
+  config: DeploymentConfigInput,
+  warnings: string[],
+  errors: Record<string, string>,
+): void {
+  const given = objectAt(value, "ray_actor_options", errors);
+  if (!given) return;
+  const resources: Record<string, number> = {};
+  for (const [k, v] of Object.entries(given)) {
+    if (v === null || v === undefined) continue;
+    const at = `ray_actor_options.${k}`;
+    if (k === "num_cpus") {
+      if (typeof v !== "number" || v < 0) errors[at] = "must be a number >= 0";
+      else if (v < MIN_CPUS) {
+        warnings.push(`${at}=${v}: Tessera reserves at least ${MIN_CPUS} CPU per replica`);
+        resources.cpus = MIN_CPUS;
+      } else resources.cpus = v;
+    } else if (k === "num_gpus") {
+      if (typeof v !== "number" || v < 0) errors[at] = "must be a number >= 0";
+      else resources.gpus = v;
+    } else if (k === "memory") {
+      if (typeof v !== "number" || v <= 0) errors[at] = "must be a positive number of bytes";
+      else resources.memoryMb = Math.max(64, Math.ceil(v / BYTES_PER_MB));
+    } else if (k === "runtime_env") {
+      const env = mapRuntimeEnv(v, warnings, errors);
+      if (env) config.environment = env;
+    } else if (k === "resources" || k === "accelerator_type")
+      errors[at] = "custom resources and accelerator types are not supported: use num_gpus";
+    else if (k === "max_restarts" || k === "max_task_retries" || k === "scheduling_strategy")
+      warnings.push(`${at} ignored: the platform restarts and places replicas`);
+    else errors[at] = "unknown actor option";
+  }
+  if (Object.keys(resources).length) config.resources = resources as DeploymentConfigInput["resources"];
+}
+
+function mapRuntimeEnv(
+  value: unknown,
+  warnings: string[],
+  errors: Record<string, string>,
+): EnvironmentSpec | undefined {
+  const at = "ray_actor_options.runtime_env";
+  const env = objectAt(value, at, errors);
+  if (!env) return undefined;
+  let spec: EnvironmentSpec | undefined;
+  for (const [k, v] of Object.entries(env)) {
+    if (v === null || v === undefined) continue;
+    if (k === "pip") {
+      const packages = Array.isArray(v) ? v : (v as { packages?: unknown }).packages;
+      if (!Array.isArray(packages) || !packages.every((p) => typeof p === "string"))
+        errors[`${at}.pip`] = "must be a list of requirements (or {packages: [...]})";
+      else spec = { kind: "pip", requirements: packages as string[] };
+    } else if (k === "conda") {
+      if (typeof v !== "object" || Array.isArray(v))
+        errors[`${at}.conda`] =
+          "must be an environment dict {channels, dependencies}: named or file-based conda envs are not supported";
+      else {
+        const c = v as { channels?: unknown; dependencies?: unknown };
+        spec = {
+          kind: "conda",
+          channels: (c.channels ?? []) as string[],
+          // Shapes are checked when the planned config is validated.
+          dependencies: (c.dependencies ?? []) as z.infer<typeof condaSpec>["dependencies"],
+        };
+      }
+    } else if (k === "working_dir" || k === "py_modules" || k === "excludes")
+      warnings.push(`${at}.${k} ignored: the deployed code bundle is the working directory`);
+    else if (k === "env_vars")
+      errors[`${at}.env_vars`] =
+        "not supported: replicas get no environment variables of their own; use user_config";
+    else errors[`${at}.${k}`] = "unsupported runtime_env field";
+  }
+  if (env.pip && env.conda) errors[at] = "set pip or conda, not both";
+  return spec;
+}
+
+// ---- whole application -----------------------------------------------------------------------
+
+/** The user-config key carrying a Ray replica's identity in the graph (see python/tessera/ray_serve/replica.py). */
+export const RAY_SERVE_CONFIG_KEY = "__ray_serve__";
+
+export interface PlannedRayDeployment {
+  rayName: string;
+  /** The Tessera deployment name (a slug of the Ray name). */
+  name: string;
+  config: DeploymentConfig;
+  label?: string;
+  prevLabel?: string;
+  warnings: string[];
+}
+
+export interface RayServePlan {
+  /** Tessera name of the ingress deployment. */
+  ingress: string;
+  deployments: PlannedRayDeployment[];
+  warnings: string[];
+  /** `deployments.{RayName}.{option}` / `code.{file}:{line}` -> message; non-empty = refuse. */
+  errors: Record<string, string>;
+}
+
+/** `CustomService` -> `custom-service`: a Ray deployment name as a Tessera deployment slug. */
+export function rayDeploymentSlug(name: string): string {
+  const slugged = name
+    .replace(/([a-z0-9])([A-Z])/g, "$1-$2")
+    .replace(/([A-Z]+)([A-Z][a-z])/g, "$1-$2")
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+/, "")
+    .slice(0, 63)
+    .replace(/-+$/, "");
+  return slugged || "deployment";
+}
+
+/**
+ * One Tessera deployment per Ray deployment: configs mapped and validated, each carrying its
+ * place in the graph (`__ray_serve__`) so its replicas construct that deployment and call the
+ * others through the gateway. `environment` (when given) replaces every deployment's runtime_env.
+ */
+export function planRayServeApplication(
+  app: RayServeApp,
+  opts: { entry: string; environment?: EnvironmentSpec },
+): RayServePlan {
+  const errors: Record<string, string> = {};
+  const warnings: string[] = [];
+  if (app.stubbedModules.length)
+    warnings.push(
+      `inspected without ${app.stubbedModules.join(", ")} (not installed where deploys are inspected): ` +
+        "the deployments' environments must provide them",
+    );
+  for (const c of app.unsupportedCalls)
+    errors[`code.${c.file}:${c.line}`] = `${c.call} is not supported on Tessera`;
+  const names = new Map<string, string>();
+  const taken = new Map<string, string>();
+  for (const d of app.deployments) {
+    const slug = rayDeploymentSlug(d.name);
+    const other = taken.get(slug);
+    if (other) errors[`deployments.${d.name}`] = `its Tessera name ${slug} is also the name of ${other}`;
+    taken.set(slug, d.name);
+    names.set(d.name, slug);
+  }
+  const handles = Object.fromEntries(names);
+  const deployments: PlannedRayDeployment[] = [];
+  for (const d of app.deployments) {
+    const mapped = mapRayServeOptions(d.options, opts.entry);
+    const prefix = `deployments.${d.name}`;
+    for (const [k, v] of Object.entries(mapped.errors)) errors[`${prefix}.${k}`] = v;
+    d.problems.forEach((p, i) => {
+      errors[`${prefix}.problem${i ? `.${i}` : ""}`] = p;
+    });
+    for (const w of mapped.warnings) warnings.push(`${d.name}: ${w}`);
+    const input = {
+      ...mapped.config,
+      ...(opts.environment ? { environment: opts.environment } : {}),
+      userConfig: {
+        ...(mapped.config.userConfig ?? {}),
+        [RAY_SERVE_CONFIG_KEY]: { deployment: d.name, handles },
+      },
+    };
+    const parsed = deploymentConfig.safeParse(input);
+    if (!parsed.success) {
+      for (const [k, v] of Object.entries(fieldErrors(parsed.error))) errors[`${prefix}.config.${k}`] = v;
+      continue;
+    }
+    deployments.push({
+      rayName: d.name,
+      name: names.get(d.name)!,
+      config: parsed.data,
+      label: mapped.label,
+      prevLabel: mapped.prevLabel,
+      warnings: mapped.warnings,
+    });
+  }
+  return { ingress: names.get(app.ingress)!, deployments, warnings, errors };
+}

@@ -1,0 +1,170 @@
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { inspectRayServeApp, planRayServeApplication, RayServeInspectError } from "../src/index.js";
+
+const PYTHON = execFileSync(process.env.TESSERA_TEST_RAY_PYTHON ?? "/usr/bin/python3", [
+  "-c",
+  "import sys, fastapi, pandas; print(sys.executable)",
+])
+  .toString()
+  .trim();
+const EXAMPLES = join(import.meta.dirname, "..", "..", "..", "examples");
+const CASES = join(import.meta.dirname, "fixtures", "ray-inspect");
+
+async function refusal(p: Promise<unknown>): Promise<RayServeInspectError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(RayServeInspectError);
+  return err as RayServeInspectError;
+}
+
+describe("inspectRayServeApp", () => {
+  it("lists the FastAPI example's deployment, routes and options", async () => {
+    const app = await inspectRayServeApp({
+      python: PYTHON,
+      codeDir: join(EXAMPLES, "ray-serve-fastapi"),
+      entry: "service:app",
+    });
+    expect(app.ingress).toBe("CustomService");
+    expect(app.unsupportedCalls).toEqual([]);
+    const [svc] = app.deployments;
+    expect(svc).toMatchObject({ name: "CustomService", http: "asgi", hasReconfigure: true, problems: [] });
+    expect(svc!.routes).toEqual(
+      expect.arrayContaining([
+        { path: "/deduplicate", methods: ["POST"] },
+        { path: "/sort", methods: ["POST"] },
+        { path: "/columns/{name}", methods: ["GET"] },
+      ]),
+    );
+    const plan = planRayServeApplication(app, { entry: "service:app" });
+    expect(plan.errors).toEqual({});
+    expect(plan.deployments[0]).toMatchObject({
+      name: "custom-service",
+      config: {
+        numReplicas: 2,
+        resources: { cpus: 0.5, gpus: 0, memoryMb: 256 },
+        maxOngoingRequests: 16,
+        healthCheck: { periodS: 5 },
+        userConfig: { greeting: "hello" },
+      },
+    });
+  });
+
+  it("walks the composition graph: handles, batching, older option names", async () => {
+    const app = await inspectRayServeApp({
+      python: PYTHON,
+      codeDir: join(EXAMPLES, "ray-serve-composition"),
+      entry: "graph:app",
+    });
+    expect(app.ingress).toBe("Ingress");
+    expect(app.deployments.map((d) => d.name)).toEqual([
+      "Preprocessor",
+      "LengthModel",
+      "CountModel",
+      "Ingress",
+    ]);
+    const ingress = app.deployments.at(-1)!;
+    expect(ingress).toMatchObject({ http: "call", handles: ["CountModel", "LengthModel", "Preprocessor"] });
+    expect(app.deployments[1]!.batched).toEqual([
+      { method: "score", maxBatchSize: 4, batchWaitTimeoutS: 0.2 },
+    ]);
+    const plan = planRayServeApplication(app, { entry: "graph:app" });
+    expect(plan.errors).toEqual({});
+    const byName = Object.fromEntries(plan.deployments.map((d) => [d.name, d.config]));
+    expect(Object.keys(byName)).toEqual(["preprocessor", "length-model", "count-model", "ingress"]);
+    expect(byName["length-model"]).toMatchObject({
+      autoscaling: {
+        minReplicas: 0,
+        maxReplicas: 4,
+        targetOngoingRequests: 2,
+        upscaleDelayS: 1,
+        downscaleDelayS: 30,
+      },
+      resources: { cpus: 0.5, gpus: 0.25 },
+      maxOngoingRequests: 8,
+    });
+    expect(byName["count-model"]).toMatchObject({
+      autoscaling: { minReplicas: 1, maxReplicas: 2, targetOngoingRequests: 4 },
+      maxOngoingRequests: 16,
+    });
+  });
+
+  it("accepts .deploy()-era modules: the entry names the deployment, version/prev_version kept", async () => {
+    const app = await inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "legacy:CustomService" });
+    const plan = planRayServeApplication(
+      { ...app, unsupportedCalls: app.unsupportedCalls.filter((c) => c.file === "legacy.py") },
+      { entry: "legacy:CustomService" },
+    );
+    expect(plan.errors).toEqual({});
+    expect(plan.deployments[0]).toMatchObject({ name: "custom-service", label: "v2", prevLabel: "v1" });
+    expect(plan.warnings.join("\n")).toContain("route_prefix");
+  });
+
+  it("imports a module whose libraries this python lacks, with stand-ins it reports", async () => {
+    const app = await inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "heavy:app" });
+    expect(app.stubbedModules).toEqual(["not_installed_torch", "not_installed_transformers"]);
+    expect(app.deployments[0]!.routes).toContainEqual({ path: "/classify", methods: ["POST"] });
+    const plan = planRayServeApplication({ ...app, unsupportedCalls: [] }, { entry: "heavy:app" });
+    expect(plan.errors).toEqual({});
+    expect(plan.deployments[0]!.config).toMatchObject({
+      resources: { gpus: 0.5 },
+      environment: { kind: "pip", requirements: ["torch==2.1.0", "transformers"] },
+    });
+    expect(plan.warnings[0]).toContain("inspected without not_installed_torch, not_installed_transformers");
+  });
+
+  it("reports unsupported Ray APIs by name, with where they are used", async () => {
+    const err = await refusal(inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "calls:app" }));
+    expect(err.message).toContain("serve.multiplexed is not supported");
+    expect(err.details).toMatchObject({
+      reason: "UNSUPPORTED",
+      unsupportedCalls: [
+        { call: "serve.multiplexed", file: "calls.py", line: 8 },
+        { call: "serve.get_multiplexed_model_id", file: "calls.py", line: 13 },
+      ],
+    });
+  });
+
+  it("reports a user_config without reconfigure() as a problem of that deployment", async () => {
+    const app = await inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "nouserconfig:app" });
+    const plan = planRayServeApplication(app, { entry: "nouserconfig:app" });
+    expect(plan.errors["deployments.NoReconfigure.problem"]).toContain("no reconfigure() method");
+  });
+
+  it("reports import failures with the traceback, and entries that are not applications", async () => {
+    const broken = await refusal(inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "broken:app" }));
+    expect(broken.details).toMatchObject({ reason: "IMPORT_FAILED" });
+    expect(broken.message).toContain("KeyError: 'b'");
+    expect((broken.details as { traceback: string }).traceback).toContain("broken.py");
+    const notApp = await refusal(
+      inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "legacy:serve" }),
+    );
+    expect(notApp.details).toMatchObject({ reason: "NOT_AN_APPLICATION" });
+  });
+
+  it("gives tenant code none of the caller's environment", async () => {
+    process.env.TESSERA_PROBE_SECRET = "s3cret";
+    try {
+      const err = await refusal(
+        inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "envprobe:app" }),
+      );
+      // LC_CTYPE is python's own locale coercion (PEP 538), not inherited.
+      expect(err.message).toMatch(
+        /env: HOME,(LC_CTYPE,)?PATH,PYTHONDONTWRITEBYTECODE,PYTHONPATH,PYTHONUNBUFFERED$/,
+      );
+    } finally {
+      delete process.env.TESSERA_PROBE_SECRET;
+    }
+  });
+
+  it("stops an import that does not finish", async () => {
+    const err = await refusal(
+      inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "slow:app", timeoutMs: 1500 }),
+    );
+    expect(err.details).toMatchObject({ reason: "INSPECT_FAILED" });
+    expect(err.message).toContain("did not finish");
+  });
+});
