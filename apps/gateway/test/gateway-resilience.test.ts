@@ -1,10 +1,10 @@
 import { mintHandleToken, parseOngoingSample, redisKeys } from "@tessera/core";
 import { connect, type DbHandle } from "@tessera/db";
 import { createTestDatabase, type TestDatabase, testRedisPrefix } from "@tessera/db/testing";
+import { createRedisNotifier } from "@tessera/jobs";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, type Gateway } from "../src/gateway.js";
-import { redisNotifier } from "../src/notices.js";
 import { EchoReplicas, send, type TestReplica, waitFor } from "./support/echo-replicas.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
 import { type TestDeployment, type TestOrg, World } from "./support/world.js";
@@ -150,7 +150,7 @@ describe("scale to zero", () => {
       expect(answered).toBe(false);
       // What the provisioner does after the wake: a replica becomes ready, the gateways hear of it.
       await world.replica(dep, r2.url);
-      await redisNotifier(redis, prefix)({ kind: "routingChanged", deploymentId: dep.id });
+      await createRedisNotifier(redis, prefix)({ kind: "routingChanged", deploymentId: dep.id });
       const reply = await pending;
       expect(reply.status).toBe(200);
       expect(reply.json()).toMatchObject({ replica: "r2", body: { woke: true } });
