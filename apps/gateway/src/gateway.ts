@@ -42,6 +42,8 @@ export interface GatewayOptions {
   loadReportMs?: number;
   /** Usage events flush period (default 1 s). */
   usageFlushMs?: number;
+  /** Deadline of every Postgres call (default 10 s): a hung database must stall nothing. */
+  dbTimeoutMs?: number;
   log?: Log;
 }
 
@@ -191,7 +193,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     redisWarned = false;
   });
 
-  const table = new RoutingTable(options.db, { refreshIntervalMs: options.routingRefreshMs, log });
+  const table = new RoutingTable(options.db, {
+    refreshIntervalMs: options.routingRefreshMs,
+    dbTimeoutMs: options.dbTimeoutMs,
+    log,
+  });
   const router = new Router({
     coldStartTimeoutMs: (options.coldStartTimeoutS ?? 60) * 1000,
     onWake: (deploymentId) => {
@@ -202,8 +208,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     onStarved: () => void table.refresh(),
   });
   table.onChange((snapshot) => router.update(snapshot));
-  const apiKeys = new ApiKeyVerifier(options.db, { log });
-  const usage = new UsageRecorder(options.db, { log, flushIntervalMs: options.usageFlushMs });
+  const apiKeys = new ApiKeyVerifier(options.db, { log, dbTimeoutMs: options.dbTimeoutMs });
+  const usage = new UsageRecorder(options.db, {
+    log,
+    flushIntervalMs: options.usageFlushMs,
+    dbTimeoutMs: options.dbTimeoutMs,
+  });
   const metrics = new GatewayMetrics(router);
   const proxy = new ReplicaProxy(router);
   const reporter = new LoadReporter(redis, prefix, id, router, log, options.loadReportMs);
