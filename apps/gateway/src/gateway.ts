@@ -24,6 +24,14 @@ import { Router } from "./router.js";
 import { applicationKey, type DeploymentRoute, RoutingTable } from "./routing-table.js";
 import { UsageRecorder } from "./usage-recorder.js";
 
+export interface RequestAdmission {
+  admit(
+    orgId: string,
+  ):
+    | { ok: true }
+    | { ok: false; code: "RATE_LIMITED" | "PAYMENT_REQUIRED"; message: string; retryAfterS?: number };
+}
+
 export interface GatewayOptions {
   db: Database;
   redisUrl: string;
@@ -44,6 +52,11 @@ export interface GatewayOptions {
   usageFlushMs?: number;
   /** Deadline of every Postgres call (default 10 s): a hung database must stall nothing. */
   dbTimeoutMs?: number;
+  /**
+   * Plan enforcement for `/v1` requests (`OrgAdmission` of @tessera/billing): a refused request is
+   * answered RATE_LIMITED / PAYMENT_REQUIRED and never metered. Absent: every plan is unlimited.
+   */
+  admission?: RequestAdmission;
   log?: Log;
 }
 
@@ -283,6 +296,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         // Compared before any lookup: another organisation's names are neither served nor confirmed.
         if (identity.orgSlug !== org)
           throw new TesseraError("FORBIDDEN", `this API key belongs to another organisation than ${org}`);
+        const admitted = options.admission?.admit(identity.orgId) ?? { ok: true };
+        if (!admitted.ok) {
+          if (admitted.retryAfterS !== undefined) res.setHeader("retry-after", String(admitted.retryAfterS));
+          throw new TesseraError(admitted.code, admitted.message);
+        }
         orgId = identity.orgId;
         const app = table.snapshot.applications.get(applicationKey(org, appName));
         if (!app || app.orgId !== identity.orgId)
