@@ -202,7 +202,11 @@ export class LocalDriver implements ClusterDriver {
     onLog: (line: string) => void,
   ): Promise<EnvironmentHandle> {
     const ensured = await this.builder.ensure({ runtime: env.runtime, spec: env.spec }, onLog);
-    return { hash: ensured.hash, location: ensured.location };
+    return {
+      hash: ensured.hash,
+      location: ensured.location,
+      ...(ensured.buildMs !== undefined ? { buildMs: ensured.buildMs } : {}),
+    };
   }
 
   // ------------------------------------------------------------------ replicas
