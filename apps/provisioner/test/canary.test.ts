@@ -131,4 +131,32 @@ describe("canary replicas", () => {
     await api.traffic.abort({ orgId, deploymentId: first.deployment.id });
     await replicasSettleAt(first.deployment.id, { [live]: 2 });
   });
+
+  it("takes a crashing canary out of traffic and marks it failed", async () => {
+    const first = await api.deployments.deploy({
+      orgId,
+      applicationId,
+      name: "crashing",
+      config: { ...config, numReplicas: 2 },
+      code: code("return 1"),
+      prevVersion: 0,
+    });
+    expect((await jobDone(first.jobId)).state).toBe("succeeded");
+    const canary = await api.traffic.deployCanary({
+      orgId,
+      deploymentId: first.deployment.id,
+      config: { ...config, numReplicas: 2 },
+      code: code("raise CRASH_ON_START"),
+      prevVersion: 1,
+      percent: 50,
+    });
+    const dep = await waitFor("the canary to be aborted", async () => {
+      const [row] = await db().select().from(deployments).where(eq(deployments.id, first.deployment.id));
+      return row?.traffic === null ? row : undefined;
+    });
+    expect(dep.stateReason).toContain("canary revision v2 failed: a replica failed");
+    const [rev] = await db().select().from(revisions).where(eq(revisions.id, canary.revision.id));
+    expect(rev).toMatchObject({ state: "failed" });
+    await replicasSettleAt(first.deployment.id, { [first.revision.id]: 2 });
+  });
 });

@@ -314,11 +314,47 @@ export class Controller {
       if (!newStarted && live) await this.keepServing(view, driver, live, active, { setState: false });
       await this.stepRollout(view, driver, desired, live, active);
     } else {
-      await this.keepServing(view, driver, live, active, {
-        setState: true,
-        canary: this.canaryOf(dep, revs),
-      });
+      let canary = this.canaryOf(dep, revs);
+      const crashed = canary ? await this.failedReplicaOf(canary.revision.id) : null;
+      if (canary && crashed) {
+        await this.abortFailedCanary(dep, canary.revision, `a replica failed: ${crashed}`);
+        canary = undefined;
+      }
+      await this.keepServing(view, driver, live, active, { setState: true, canary });
     }
+  }
+
+  /** A canary whose replica failed is taken out of traffic and marked failed (its replicas then drain). */
+  private async abortFailedCanary(dep: DeploymentRow, canary: RevisionView, reason: string): Promise<void> {
+    const text = reason.slice(0, 4000);
+    const aborted = await this.db.transaction(async (tx) => {
+      const [updated] = await tx
+        .update(deployments)
+        .set({
+          traffic: null,
+          stateReason: `canary revision v${canary.version} failed: ${text}`,
+          updatedAt: new Date(),
+        })
+        .where(
+          and(eq(deployments.id, dep.id), sql`${deployments.traffic}->>'canaryRevisionId' = ${canary.id}`),
+        )
+        .returning();
+      if (updated)
+        await tx
+          .update(revisions)
+          .set({ state: "failed", failureReason: text })
+          .where(eq(revisions.id, canary.id));
+      return updated;
+    });
+    if (!aborted) return;
+    Object.assign(dep, aborted);
+    canary.state = "failed";
+    this.log("warn", "canary failed; all traffic back to the live revision", {
+      deploymentId: dep.id,
+      revisionId: canary.id,
+      reason: text,
+    });
+    await this.notifyRouting(dep.id);
   }
 
   /** The canary revision and its share while a traffic split runs (see the API's traffic router). */
