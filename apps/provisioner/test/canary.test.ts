@@ -132,7 +132,7 @@ describe("canary replicas", () => {
     await replicasSettleAt(first.deployment.id, { [live]: 2 });
   });
 
-  it("takes a crashing canary out of traffic and marks it failed", async () => {
+  it("marks a crashing canary failed and drains it; abort then clears the split", async () => {
     const first = await api.deployments.deploy({
       orgId,
       applicationId,
@@ -150,13 +150,16 @@ describe("canary replicas", () => {
       prevVersion: 1,
       percent: 50,
     });
-    const dep = await waitFor("the canary to be aborted", async () => {
-      const [row] = await db().select().from(deployments).where(eq(deployments.id, first.deployment.id));
-      return row?.traffic === null ? row : undefined;
+    const rev = await waitFor("the canary revision to be marked failed", async () => {
+      const [row] = await db().select().from(revisions).where(eq(revisions.id, canary.revision.id));
+      return row?.state === "failed" ? row : undefined;
     });
-    expect(dep.stateReason).toContain("canary revision v2 failed: a replica failed");
-    const [rev] = await db().select().from(revisions).where(eq(revisions.id, canary.revision.id));
-    expect(rev).toMatchObject({ state: "failed" });
+    expect(rev.failureReason).toBeTruthy();
     await replicasSettleAt(first.deployment.id, { [first.revision.id]: 2 });
+    await api.traffic.abort({ orgId, deploymentId: first.deployment.id });
+    const [dep] = await db().select().from(deployments).where(eq(deployments.id, first.deployment.id));
+    expect(dep!.traffic).toBeNull();
+    const [after] = await db().select().from(revisions).where(eq(revisions.id, canary.revision.id));
+    expect(after).toMatchObject({ state: "failed", failureReason: rev.failureReason });
   });
 });

@@ -1,12 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { ClusterDriver, EnvironmentHandle, ReplicaEvent, ReplicaStatus } from "@tessera/cluster";
-import {
-  type DeploymentConfig,
-  deploymentConfig,
-  type PlatformNotifier,
-  splitReplicas,
-  trafficSplit,
-} from "@tessera/core";
+import { type DeploymentConfig, deploymentConfig, type PlatformNotifier, splitReplicas } from "@tessera/core";
 import {
   applications,
   clusters,
@@ -314,68 +308,14 @@ export class Controller {
       if (!newStarted && live) await this.keepServing(view, driver, live, active, { setState: false });
       await this.stepRollout(view, driver, desired, live, active);
     } else {
-      let canary = this.canaryOf(dep, revs);
-      const crashed = canary ? await this.failedReplicaOf(canary.revision.id) : null;
-      if (canary && crashed) {
-        await this.abortFailedCanary(dep, canary.revision, `a replica failed: ${crashed}`);
-        canary = undefined;
-      }
-      await this.keepServing(view, driver, live, active, { setState: true, canary });
+      await this.keepServing(view, driver, live, active);
     }
   }
 
-  /** A canary whose replica failed is taken out of traffic and marked failed (its replicas then drain). */
-  private async abortFailedCanary(dep: DeploymentRow, canary: RevisionView, reason: string): Promise<void> {
-    const text = reason.slice(0, 4000);
-    const aborted = await this.db.transaction(async (tx) => {
-      const [updated] = await tx
-        .update(deployments)
-        .set({
-          traffic: null,
-          stateReason: `canary revision v${canary.version} failed: ${text}`,
-          updatedAt: new Date(),
-        })
-        .where(
-          and(eq(deployments.id, dep.id), sql`${deployments.traffic}->>'canaryRevisionId' = ${canary.id}`),
-        )
-        .returning();
-      if (updated)
-        await tx
-          .update(revisions)
-          .set({ state: "failed", failureReason: text })
-          .where(eq(revisions.id, canary.id));
-      return updated;
-    });
-    if (!aborted) return;
-    Object.assign(dep, aborted);
-    canary.state = "failed";
-    this.log("warn", "canary failed; all traffic back to the live revision", {
-      deploymentId: dep.id,
-      revisionId: canary.id,
-      reason: text,
-    });
-    await this.notifyRouting(dep.id);
-  }
-
-  /** The canary revision and its share while a traffic split runs (see the API's traffic router). */
-  private canaryOf(
-    dep: DeploymentRow,
-    revs: Map<string, RevisionView>,
-  ): { revision: RevisionView; percent: number } | undefined {
-    const split = dep.traffic ? trafficSplit.safeParse(dep.traffic) : undefined;
-    const revision = split?.success ? revs.get(split.data.canaryRevisionId) : undefined;
-    if (!split?.success || !revision || revision.state === "failed" || revision.state === "rolled_back")
-      return undefined;
-    return { revision, percent: split.data.canaryPercent };
-  }
-
   private async revisionsOf(dep: DeploymentRow): Promise<Map<string, RevisionView>> {
-    const canaryId = (dep.traffic as { canaryRevisionId?: unknown } | null)?.canaryRevisionId;
-    const ids = [
-      dep.liveRevisionId,
-      dep.desiredRevisionId,
-      typeof canaryId === "string" ? canaryId : null,
-    ].filter((x): x is string => !!x);
+    const ids = [dep.liveRevisionId, dep.desiredRevisionId, dep.traffic?.canaryRevisionId].filter(
+      (x): x is string => !!x,
+    );
     if (ids.length === 0) return new Map();
     const rows = await this.db
       .select({
@@ -405,7 +345,7 @@ export class Controller {
           eq(revisions.deploymentId, dep.id),
           inArray(revisions.state, ROLLING_OUT),
           sql`${revisions.id} is distinct from (select ${deployments.desiredRevisionId} from ${deployments} where ${deployments.id} = ${dep.id})`,
-          // A running canary is not abandoned: it serves next to the live revision until promoted or aborted.
+          // A canary is not rolled out, yet serves: it is the traffic split's to end.
           sql`${revisions.id}::text is distinct from (select ${deployments.traffic}->>'canaryRevisionId' from ${deployments} where ${deployments.id} = ${dep.id})`,
         ),
       );
@@ -447,24 +387,24 @@ export class Controller {
   }
 
   /**
-   * The live revision runs `targetReplicas` healthy replicas; other revisions' replicas go. While a
-   * canary runs, the target is split between live and canary (`splitReplicas`).
+   * The live revision runs `targetReplicas` healthy replicas (shared with a running canary by its
+   * traffic share); other revisions' replicas go once the live one has enough ready.
    */
   private async keepServing(
     view: DeploymentView,
     driver: ClusterDriver,
     live: RevisionView | undefined,
     active: ReplicaRow[],
-    opts: { setState: boolean; canary?: { revision: RevisionView; percent: number } } = { setState: true },
+    opts: { setState: boolean } = { setState: true },
   ): Promise<void> {
     const { dep } = view;
     const serving = active.filter(isServing);
-    const total = live ? dep.targetReplicas : 0;
-    const canary = live ? opts.canary : undefined;
-    const split = canary ? splitReplicas(total, canary.percent) : { live: total, canary: 0 };
-    const ready = await this.keepRevision(view, driver, live, split.live, serving);
-    if (canary) await this.keepRevision(view, driver, canary.revision, split.canary, serving);
-    const kept = new Set([live?.id, canary?.revision.id]);
+    const target = live ? dep.targetReplicas : 0;
+    const canary = live ? await this.runningCanary(dep) : undefined;
+    const split = canary ? splitReplicas(target, dep.traffic!.canaryPercent) : { live: target, canary: 0 };
+    const ready = live ? await this.keepRevision(view, driver, live, serving, split.live, 0) : 0;
+    if (canary) await this.keepCanary(view, driver, canary, serving, split.canary);
+    const kept = new Set([live?.id, canary?.id]);
     const others = serving.filter((r) => !kept.has(r.revisionId));
     // Replicas of an older or failed revision keep serving until the live one has enough ready.
     const leaving = ready >= split.live ? others : others.filter((r) => r.state !== "ready");
@@ -473,39 +413,87 @@ export class Controller {
       await this.setDeploymentState(dep, this.servingState(dep, live, ready, split.live));
   }
 
-  /** One revision runs `target` healthy replicas; returns how many of them are ready. */
+  /**
+   * Keeps `count` healthy replicas of one revision, replacing unhealthy ones; returns how many are
+   * ready. `onFailure` (a canary) turns a failed replica or environment into the revision's failure
+   * instead of endless replacements.
+   */
   private async keepRevision(
     view: DeploymentView,
     driver: ClusterDriver,
-    rev: RevisionView | undefined,
-    target: number,
+    rev: RevisionView,
     serving: ReplicaRow[],
+    count: number,
+    notBefore: number,
+    onFailure?: (reason: string) => Promise<void>,
   ): Promise<number> {
-    if (!rev) return 0;
     const config = parseConfig(rev);
     let mine = serving.filter((r) => r.revisionId === rev.id);
-    if (config) {
-      const unhealthy = mine.filter((r) => this.unhealthyReason(r, config));
-      for (const r of unhealthy)
-        await this.replaceUnhealthy(view, driver, r, this.unhealthyReason(r, config)!);
-      mine = mine.filter((r) => !unhealthy.includes(r));
+    for (const r of mine) {
+      const reason = this.unhealthyReason(r, config);
+      if (!reason) continue;
+      if (onFailure) {
+        await onFailure(reason);
+        return 0;
+      }
+      await this.replaceUnhealthy(view, driver, r, reason);
     }
-    if (config && mine.length < target) {
-      const env = this.builds.ensure(driver, view.cluster.id, rev.envHash, 0);
+    mine = mine.filter((r) => isServing(r));
+    if (mine.length < count) {
+      const env = this.builds.ensure(driver, view.cluster.id, rev.envHash, notBefore);
       if (env.state === "ready")
-        await this.startReplicas(view, driver, rev, config, env.handle, target - mine.length);
-      else if (env.state === "failed")
-        this.log("warn", "the environment of a serving revision is not available", {
-          deploymentId: view.dep.id,
-          revisionId: rev.id,
-          reason: env.reason,
-        });
+        await this.startReplicas(view, driver, rev, config, env.handle, count - mine.length);
+      else if (env.state === "failed") {
+        if (onFailure) await onFailure(`environment build failed: ${env.reason}`);
+        else
+          this.log("warn", "a serving revision's environment is not available", {
+            deploymentId: view.dep.id,
+            revisionId: rev.id,
+            reason: env.reason,
+          });
+      }
     }
-    if (mine.length > target) {
-      const extra = [...mine].sort(stopOrder).slice(0, mine.length - target);
+    if (mine.length > count) {
+      const extra = [...mine].sort(stopOrder).slice(0, mine.length - count);
       await this.drain(view, driver, extra, "scaled down");
     }
     return mine.filter((r) => r.state === "ready").length;
+  }
+
+  /** The canary revision while its split is in force and it has not failed. */
+  private async runningCanary(dep: DeploymentRow): Promise<RevisionView | undefined> {
+    const id = dep.traffic?.canaryRevisionId;
+    if (!id || dep.desiredRevisionId !== dep.liveRevisionId) return undefined;
+    const rev = (await this.revisionsOf(dep)).get(id);
+    return rev && ROLLING_OUT.includes(rev.state) ? rev : undefined;
+  }
+
+  /** A canary's replicas, its share of the target; a canary that fails is marked failed (abort it). */
+  private async keepCanary(
+    view: DeploymentView,
+    driver: ClusterDriver,
+    canary: RevisionView,
+    serving: ReplicaRow[],
+    count: number,
+  ): Promise<void> {
+    const fail = async (reason: string) => {
+      await this.db
+        .update(revisions)
+        .set({ state: "failed", failureReason: reason.slice(0, 4000) })
+        .where(and(eq(revisions.id, canary.id), inArray(revisions.state, ROLLING_OUT)));
+      canary.state = "failed";
+      this.log("warn", "canary failed", { deploymentId: view.dep.id, revisionId: canary.id, reason });
+      await this.drain(
+        view,
+        driver,
+        serving.filter((r) => r.revisionId === canary.id),
+        "canary failed",
+      );
+    };
+    const failed = await this.failedReplicaOf(canary.id);
+    if (failed) return fail(`a replica failed: ${failed}`);
+    if (canary.state === "pending") await this.setRevisionState(canary, "starting");
+    await this.keepRevision(view, driver, canary, serving, count, canary.createdAt.getTime(), fail);
   }
 
   private servingState(

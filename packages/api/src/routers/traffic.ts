@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { canaryPercent, type TrafficSplit } from "@tessera/core";
 import { deployments, revisions } from "@tessera/db";
-import { and, eq, sql } from "drizzle-orm";
+import { and, eq, ne, sql } from "drizzle-orm";
 import { z } from "zod";
 import type { Context } from "../context.js";
 import { apiError, issueFieldErrors } from "../errors.js";
@@ -218,7 +218,14 @@ export const trafficRouter = router({
         await tx
           .update(revisions)
           .set({ state: "rolled_back" })
-          .where(and(eq(revisions.id, split.canaryRevisionId), eq(revisions.deploymentId, dep.id)));
+          // A canary the controller marked failed keeps that state (and its reason).
+          .where(
+            and(
+              eq(revisions.id, split.canaryRevisionId),
+              eq(revisions.deploymentId, dep.id),
+              ne(revisions.state, "failed"),
+            ),
+          );
         return { deployment: updated!, revisionId: split.canaryRevisionId };
       });
       const jobId = await announceSplit(ctx, result.deployment.id);
