@@ -43,19 +43,23 @@ async function liveDeployment(name: string) {
 
 const canaryConfig = { ...sampleConfig, userConfig: { variant: "b" } };
 
+/** A canary of the live deployment (version 1) with `percent` of the traffic. */
+const startCanary = (deploymentId: string, percent: number) =>
+  u.api.traffic.deployCanary({
+    orgId,
+    deploymentId,
+    config: canaryConfig,
+    code: sampleCode,
+    prevVersion: 1,
+    percent,
+  });
+
 describe("traffic splitting", () => {
   it("deploys a canary next to the live revision, shifts its weight, and promotes it", async () => {
     const { deploymentId, live } = await liveDeployment("promoted");
     env.jobs.clear();
     const notices = env.notices.length;
-    const started = await u.api.traffic.deployCanary({
-      orgId,
-      deploymentId,
-      config: canaryConfig,
-      code: sampleCode,
-      prevVersion: 1,
-      percent: 10,
-    });
+    const started = await startCanary(deploymentId, 10);
     expect(started.revision.version).toBe(2);
     // The live revision keeps serving: the deployment's desired revision and version stay.
     expect(started.deployment).toMatchObject({
@@ -105,14 +109,7 @@ describe("traffic splitting", () => {
 
   it("aborts a canary: traffic back to live, the canary revision rolled back", async () => {
     const { deploymentId, live } = await liveDeployment("aborted");
-    const { revision } = await u.api.traffic.deployCanary({
-      orgId,
-      deploymentId,
-      config: canaryConfig,
-      code: sampleCode,
-      prevVersion: 1,
-      percent: 5,
-    });
+    const { revision } = await startCanary(deploymentId, 5);
     const aborted = await u.api.traffic.abort({ orgId, deploymentId });
     expect(aborted.deployment).toMatchObject({ traffic: null, liveRevisionId: live.id, version: 1 });
     const [row] = await env.db.select().from(revisions).where(eq(revisions.id, revision.id));
@@ -195,14 +192,7 @@ describe("traffic splitting", () => {
 
   it("refuses to promote a canary whose revision failed", async () => {
     const { deploymentId } = await liveDeployment("failing");
-    const { revision } = await u.api.traffic.deployCanary({
-      orgId,
-      deploymentId,
-      config: canaryConfig,
-      code: sampleCode,
-      prevVersion: 1,
-      percent: 10,
-    });
+    const { revision } = await startCanary(deploymentId, 10);
     // What the controller records when the canary's replicas crash.
     await env.db
       .update(revisions)
