@@ -1,4 +1,4 @@
-import { deployments, revisions } from "@tessera/db";
+import { deployments, revisions, usageEvents } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestEnv, failure, sampleCode, sampleConfig, type TestEnv, type TestUser } from "./helpers.js";
@@ -188,6 +188,35 @@ describe("traffic splitting", () => {
       code: "CONFLICT",
       message: expect.stringContaining("rollout is in progress"),
     });
+  });
+
+  it("reports requests, errors and latency per revision since the canary started", async () => {
+    const { deploymentId, live } = await liveDeployment("measured");
+    const { revision } = await startCanary(deploymentId, 20);
+    const at = new Date(Date.now() + 1000);
+    const event = (revisionId: string, i: number, status: number, latencyMs: number) => ({
+      id: `${revisionId}-${i}`,
+      orgId,
+      deploymentId,
+      revisionId,
+      kind: "request",
+      quantity: 1,
+      status,
+      latencyMs,
+      at,
+    });
+    await env.db.insert(usageEvents).values([
+      ...[10, 20, 30, 40].map((ms, i) => event(live.id, i, 200, ms)),
+      event(revision.id, 0, 200, 100),
+      event(revision.id, 1, 502, 300),
+      // Before the canary started: not counted.
+      { ...event(live.id, 9, 500, 999), at: new Date(Date.now() - 3600_000) },
+    ]);
+    const view = await u.api.traffic.get({ orgId, deploymentId });
+    expect(view.stats).toEqual([
+      { revisionId: live.id, requests: 4, errors: 0, p50Ms: 25, p95Ms: 38.5 },
+      { revisionId: revision.id, requests: 2, errors: 1, p50Ms: 200, p95Ms: 290 },
+    ]);
   });
 
   it("refuses to promote a canary whose revision failed", async () => {
