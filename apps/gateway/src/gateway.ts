@@ -42,6 +42,8 @@ export interface GatewayOptions {
   loadReportMs?: number;
   /** Usage events flush period (default 1 s). */
   usageFlushMs?: number;
+  /** Deadline of every Postgres call (default 10 s): a hung database must stall nothing. */
+  dbTimeoutMs?: number;
   log?: Log;
 }
 
@@ -116,6 +118,28 @@ export function splitTarget(
   return { parts, rest: rest === "" ? "/" : rest[0] === "?" ? `/${rest}` : rest };
 }
 
+const RUNTIME_PREFIX_RE = /^\/+-(\/|$)/;
+
+/**
+ * `/-/...` are the runtimes' own endpoints (stats, handle method calls): never public. Checked
+ * the way either runtime could read the path: dot segments and backslashes resolved (node's URL
+ * parser), percent-escapes decoded (python's unquote).
+ */
+export function reachesRuntimeEndpoint(rest: string): boolean {
+  const query = rest.indexOf("?");
+  const raw = query < 0 ? rest : rest.slice(0, query);
+  if (!/[-%.\\]/.test(raw)) return false;
+  const resolved = new URL(raw, "http://replica").pathname;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(resolved);
+  } catch {
+    return true; // undecodable escapes: refuse rather than guess how a runtime reads them
+  }
+  // Backslashes read as slashes too: no runtime does today, but a path like that has no business here.
+  return [raw, resolved, decoded].some((p) => RUNTIME_PREFIX_RE.test(p.replaceAll("\\", "/")));
+}
+
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   const declared = req.headers["content-length"];
   if (declared !== undefined && Number(declared) > limit) return Promise.reject(tooLarge(limit));
@@ -169,7 +193,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     redisWarned = false;
   });
 
-  const table = new RoutingTable(options.db, { refreshIntervalMs: options.routingRefreshMs, log });
+  const table = new RoutingTable(options.db, {
+    refreshIntervalMs: options.routingRefreshMs,
+    dbTimeoutMs: options.dbTimeoutMs,
+    log,
+  });
   const router = new Router({
     coldStartTimeoutMs: (options.coldStartTimeoutS ?? 60) * 1000,
     onWake: (deploymentId) => {
@@ -180,8 +208,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     onStarved: () => void table.refresh(),
   });
   table.onChange((snapshot) => router.update(snapshot));
-  const apiKeys = new ApiKeyVerifier(options.db, { log });
-  const usage = new UsageRecorder(options.db, { log, flushIntervalMs: options.usageFlushMs });
+  const apiKeys = new ApiKeyVerifier(options.db, { log, dbTimeoutMs: options.dbTimeoutMs });
+  const usage = new UsageRecorder(options.db, {
+    log,
+    flushIntervalMs: options.usageFlushMs,
+    dbTimeoutMs: options.dbTimeoutMs,
+  });
   const metrics = new GatewayMetrics(router);
   const proxy = new ReplicaProxy(router);
   const reporter = new LoadReporter(redis, prefix, id, router, log, options.loadReportMs);
@@ -260,9 +292,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
             "NOT_FOUND",
             `application ${appName} has no ingress deployment to serve requests`,
           );
-        // `/-/...` are the runtime's own endpoints (stats, handle method calls): never public.
-        if (target.rest.startsWith("/-/"))
-          throw new TesseraError("NOT_FOUND", `no route ${target.rest.split("?")[0]}`);
+        if (reachesRuntimeEndpoint(target.rest))
+          throw new TesseraError("NOT_FOUND", `no route ${target.rest.split("?", 1)[0]}`);
         route = app.ingress;
         path = target.rest;
       } else {
