@@ -2,7 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { createApiHandler } from "@tessera/api";
-import { deployments, revisions } from "@tessera/db";
+import { deployments, revisions, usageEvents } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestEnv, type TestEnv, type TestUser } from "../../api/test/helpers.js";
@@ -190,14 +190,28 @@ describe("tessera canary and traffic", () => {
     expect((await run("traffic", "demo-ts/dataframe-ts")).out).toEqual([
       "demo-ts/dataframe-ts: revision 1 90%, canary revision 2 10%",
     ]);
+    // A request the gateway metered on the live revision shows up per revision.
+    await env.db.insert(usageEvents).values({
+      id: "cli-traffic-1",
+      orgId: user.orgId,
+      deploymentId: dep!.id,
+      revisionId: dep!.desiredRevisionId,
+      kind: "request",
+      quantity: 1,
+      status: 200,
+      latencyMs: 12,
+      at: new Date(Date.now() + 1000),
+    });
     expect((await run("traffic", "demo-ts/dataframe-ts", "--percent", "35")).out).toEqual([
       "demo-ts/dataframe-ts: revision 1 65%, canary revision 2 35%",
+      "  revision 1: 1 requests, 0 errors, p50 12 ms, p95 12 ms",
     ]);
     expect((await run("traffic", "demo-ts/dataframe-ts", "--abort")).out).toEqual([
       "demo-ts/dataframe-ts: canary aborted, all requests to the live revision",
     ]);
     expect((await run("traffic", "demo-ts/dataframe-ts")).out).toEqual([
       "demo-ts/dataframe-ts: revision 1 takes all requests",
+      "  revision 1: 1 requests, 0 errors, p50 12 ms, p95 12 ms",
     ]);
     await run("canary", `${examples}ts-dataframe`, "--percent", "50");
     expect((await run("traffic", "demo-ts/dataframe-ts", "--promote")).out).toEqual([
