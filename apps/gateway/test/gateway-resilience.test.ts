@@ -333,6 +333,7 @@ describe("rollouts", () => {
       await waitFor(
         async () => (await send(old.url, "/-/ready").catch(() => undefined))?.status === 503,
         "the old replica to drain",
+        60_000,
       );
       await world.replica(dep, fresh.url);
       await g.refresh();
