@@ -12,6 +12,11 @@ export interface Manifest {
   application?: string;
   cluster?: string;
   config: Record<string, unknown>;
+  /**
+   * A Ray Serve application (deployed with `rayServe.deploy`, one deployment per Ray deployment):
+   * `entry` is `module:app`; `environment` replaces every deployment's runtime_env.
+   */
+  rayServe?: { entry: string; environment?: Record<string, unknown> };
 }
 
 export const MANIFEST_FILE = "tessera.json";
@@ -41,7 +46,21 @@ export async function readManifest(dir: string): Promise<Manifest> {
     (typeof m.config !== "object" || m.config === null || Array.isArray(m.config))
   )
     throw new CliError(`${MANIFEST_FILE}: "config" must be an object`);
+  const ray = m.rayServe as Record<string, unknown> | undefined;
+  if (
+    ray !== undefined &&
+    (typeof ray !== "object" || ray === null || Array.isArray(ray) || typeof ray.entry !== "string")
+  )
+    throw new CliError(`${MANIFEST_FILE}: "rayServe" must be an object with an "entry" ('module:app')`);
   return {
+    ...(ray
+      ? {
+          rayServe: {
+            entry: ray.entry as string,
+            environment: ray.environment as Record<string, unknown> | undefined,
+          },
+        }
+      : {}),
     name: m.name as string | undefined,
     application: m.application as string | undefined,
     cluster: m.cluster as string | undefined,

@@ -83,7 +83,7 @@ describe("inspectRayServeApp", () => {
         upscaleDelayS: 1,
         downscaleDelayS: 30,
       },
-      resources: { cpus: 0.5, gpus: 0.25 },
+      resources: { cpus: 0.5, gpus: 0, memoryMb: 300 },
       maxOngoingRequests: 8,
     });
     expect(byName["count-model"]).toMatchObject({
