@@ -52,10 +52,6 @@ class DeploymentResponse:
         else:
             self._loop.call_soon_threadsafe(self._future.cancel)
 
-    # Ray 2.x code sometimes passes a response to `ray.get`; treat it like `.result()`.
-    def _to_object_ref(self) -> "DeploymentResponse":
-        return self
-
 
 async def _await(fut: Any) -> Any:
     return await fut

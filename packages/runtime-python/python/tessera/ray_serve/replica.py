@@ -203,7 +203,7 @@ class RayReplica:
     # ---- serving (called by the runtime on the event loop) ------------------------------------
 
     async def serve_http(self, method: str, target: str, path: str, version: str, headers: Dict[str, str],
-                         body: bytes, exchange: HttpExchange, request_id: str,
+                         exchange: HttpExchange, request_id: str,
                          peer: Optional[Tuple[str, int]], sock: Optional[Tuple[str, int]]) -> None:
         assert self.asgi is not None
         token = set_replica_context(self.contexts[self.name])
