@@ -218,4 +218,50 @@ describe("Ray Serve programs through the gateway", () => {
     });
     expect(answer.body).toEqual({ version: "2.0" });
   });
+
+  it("honours autoscaling_config: replicas follow the load up", async () => {
+    const code = {
+      files: {
+        "slow.py": [
+          "import asyncio",
+          "from ray import serve",
+          "",
+          "@serve.deployment(autoscaling_config={'min_replicas': 1, 'max_replicas': 2,",
+          "    'target_ongoing_requests': 1, 'upscale_delay_s': 0, 'downscale_delay_s': 2})",
+          "class Slow:",
+          "    async def __call__(self, request):",
+          "        await asyncio.sleep(0.3)",
+          "        return 'done'",
+          "",
+          "app = Slow.bind()",
+          "",
+        ].join("\n"),
+      },
+    };
+    const out = await deployRay("slow", "slow:app", code);
+    await waitAllLive(out);
+    const dep = out.deployments[0]!.deployment.id;
+    const ready = async () =>
+      (await api.deployments.replicas({ orgId, deploymentId: dep })).filter((r) => r.state === "ready")
+        .length;
+    // Two requests always in flight against a target of one per replica: two replicas.
+    let running = true;
+    const failures: number[] = [];
+    const workers = [0, 1].map(async () => {
+      while (running) {
+        const r = await post("slow", "/", {}).catch(() => ({ status: 0 }));
+        if (r.status !== 200) failures.push(r.status);
+      }
+    });
+    await waitFor("two replicas under load", async () => (await ready()) === 2, 60_000);
+    running = false;
+    await Promise.all(workers);
+    expect(failures).toEqual([]);
+    // Scaling down when idle is the autoscaler's own (end-to-end.test.ts): the mapping is what is tested here.
+    const steps = (await api.deployments.scalingEvents({ orgId, deploymentId: dep })).map((e) => [
+      e.fromReplicas,
+      e.toReplicas,
+    ]);
+    expect(steps).toContainEqual([1, 2]);
+  });
 });
