@@ -10,7 +10,7 @@ import asyncio
 import concurrent.futures
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
-from .errors import RayServeException
+from .errors import RayServeException, unsupported
 
 Router = Callable[[str, str, Tuple[Any, ...], Dict[str, Any]], Awaitable[Any]]
 
@@ -91,8 +91,10 @@ class DeploymentHandle:
         self.app_name = app_name
         self._method_name = method_name
 
-    def options(self, method_name: Optional[str] = None, **_: Any) -> "DeploymentHandle":
-        # Other options (multiplexed_model_id, stream, use_new_handle_api) do not change routing here.
+    def options(self, method_name: Optional[str] = None, stream: bool = False, **_: Any) -> "DeploymentHandle":
+        # Other options (multiplexed_model_id, use_new_handle_api) do not change routing here.
+        if stream:
+            raise unsupported("handle.options(stream=True)")
         return DeploymentHandle(self.deployment_name, self.app_name, method_name or self._method_name)
 
     def remote(self, *args: Any, **kwargs: Any) -> DeploymentResponse:
