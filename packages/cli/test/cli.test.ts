@@ -110,6 +110,41 @@ describe("tessera deploy", () => {
   });
 });
 
+describe("tessera deploy of a Ray Serve application", () => {
+  it("deploys every Ray deployment, naming the versions it last saw on the next deploy", async () => {
+    process.env.TESSERA_RAY_INSPECT_PYTHON = process.env.TESSERA_TEST_RAY_PYTHON ?? "/usr/bin/python3";
+    const first = await run("deploy", `${examples}ray-serve-composition`, "--detach");
+    expect(first.code).toBe(0);
+    expect(first.out).toContain("created application graph on cluster default");
+    expect(first.out.filter((l) => l.startsWith("submitted "))).toEqual([
+      expect.stringMatching(
+        /^submitted graph\/preprocessor revision 1 \(job .+\) for Ray deployment Preprocessor$/,
+      ),
+      expect.stringMatching(/^submitted graph\/length-model revision 1 /),
+      expect.stringMatching(/^submitted graph\/count-model revision 1 /),
+      expect.stringMatching(/^submitted graph\/ingress revision 1 /),
+    ]);
+    const again = await run("deploy", `${examples}ray-serve-composition`, "--detach");
+    expect(again.out.filter((l) => l.startsWith("submitted ")).every((l) => l.includes(" revision 2 "))).toBe(
+      true,
+    );
+  });
+
+  it("refuses a rayServe manifest without an entry", async () => {
+    const { readManifest } = await import("../src/manifest.js");
+    const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const dir = mkdtempSync(join(tmpdir(), "cli-ray-"));
+    try {
+      writeFileSync(join(dir, "tessera.json"), JSON.stringify({ rayServe: { app: "x" } }));
+      await expect(readManifest(dir)).rejects.toThrow(/"rayServe" must be an object with an "entry"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("tessera status and scale", () => {
   it("lists deployments and changes replicas without a redeploy", async () => {
     expect((await run("scale", "demo/dataframe", "--replicas", "3")).out).toEqual([
