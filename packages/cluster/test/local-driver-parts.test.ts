@@ -11,6 +11,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { GpuAllocator } from "../src/local/gpus.js";
 import { cpuSetFor, withHostLimits, writeCodeBundle } from "../src/local/launch.js";
 import { LogFileFollower, parseReplicaLogLine } from "../src/local/logs.js";
 import { claimPortSlot, releasePortSlot } from "../src/local/ports.js";
@@ -83,6 +84,9 @@ describe("localDriverSettings", () => {
     [{ portRangeFrom: 30_000, portRangeTo: 30_009, portsPerCluster: 11 }, /larger than the whole port range/],
     [{ dataDir: "" }, /dataDir must be a non-empty string/],
     [{ restartBackoffMs: 1000, restartBackoffMaxMs: 10 }, /restartBackoffMaxMs/],
+    [{ gpuDevices: "0,1" }, /gpuDevices must be a list/],
+    [{ gpuDevices: ["0", "1; rm -rf /"] }, /gpuDevices must be a list/],
+    [{ runAsUid: 0 }, /runAsUid must be a number between 1000/],
   ])("rejects %j with VALIDATION_FAILED", (config, message) => {
     expect(() => localDriverSettings(config, {})).toThrow(message);
     expect(() => localDriverSettings(config, {})).toThrow(
@@ -207,5 +211,30 @@ describe("process identity", () => {
     expect(signalReplicaGroup(id, "SIGKILL")).toBe(true);
     await exited;
     expect(processIdentity(id.pid)).toBeUndefined();
+  });
+});
+
+describe("GpuAllocator", () => {
+  it("gives whole GPUs exclusively and packs fractions onto shared ones", () => {
+    const gpus = new GpuAllocator(["g0", "g1", "g2"]);
+    expect(gpus.allocate("cpu-only", 0)).toEqual([]);
+    expect(gpus.allocate("a", 0.3)).toEqual(["g0"]);
+    expect(gpus.allocate("b", 0.7)).toEqual(["g0"]); // fills g0 rather than opening another
+    expect(gpus.allocate("a", 0.3)).toEqual(["g0"]); // asking again changes nothing
+    expect(gpus.allocate("c", 1.5)).toEqual(["g1", "g2"]);
+    expect(gpus.allocate("d", 0.1)).toBeNull();
+    gpus.release("b");
+    expect(gpus.allocate("d", 0.5)).toEqual(["g0"]);
+    expect(gpus.allocate("e", 1)).toBeNull(); // g0 is shared, g1 and g2 taken
+    gpus.release("c");
+    expect(gpus.allocate("e", 1)).toEqual(["g1"]);
+  });
+
+  it("restores what adopted replicas hold", () => {
+    const gpus = new GpuAllocator(["g0", "g1"]);
+    gpus.restore("old", ["g1"], 1);
+    gpus.restore("gone-device", ["g9"], 1);
+    expect(gpus.allocate("new", 1)).toEqual(["g0"]);
+    expect(gpus.allocate("more", 1)).toBeNull();
   });
 });

@@ -21,6 +21,7 @@ import type {
   ReplicaSpec,
   ReplicaStatus,
 } from "../driver.js";
+import { detectGpus, GpuAllocator } from "./gpus.js";
 import { clusterUid, confineClusterDirs, confineReplicaDir } from "./isolation.js";
 import { findExecutable, type HostTools, prepareReplicaLaunch, resolvePython } from "./launch.js";
 import type { ReplicaLogLine } from "./logs.js";
@@ -97,6 +98,7 @@ export class LocalDriver implements ClusterDriver {
   private readonly clusters = new Map<string, ClusterRecord>();
   private readonly replicas = new Map<string, Map<string, SupervisedReplica>>();
   private readonly builder: EnvironmentBuilder;
+  private readonly gpus: GpuAllocator;
   private readonly ownsBuilder: boolean;
   private readonly adopted: Promise<void>;
   private basePython: Promise<string> | undefined;
@@ -122,6 +124,7 @@ export class LocalDriver implements ClusterDriver {
       this.onError(new Error("prlimit not found: replica memory limits are not enforced"));
     if (!this.tools.taskset)
       this.onError(new Error("taskset not found: replica CPU counts are not enforced"));
+    this.gpus = new GpuAllocator(this.settings.gpuDevices ?? detectGpus());
     this.ownsBuilder = !options.environmentBuilder;
     this.builder =
       options.environmentBuilder ??
@@ -176,6 +179,7 @@ export class LocalDriver implements ClusterDriver {
         ...(record.uid !== undefined ? { uid: record.uid } : {}),
         memoryLimit: this.tools.prlimit ? "prlimit --data" : "not enforced",
         cpuLimit: this.tools.taskset ? "taskset" : "not enforced",
+        gpus: this.gpus.devices.length,
       },
     };
   }
@@ -232,9 +236,19 @@ export class LocalDriver implements ClusterDriver {
       restarts: 0,
       quickCrashes: 0,
       healthCheck: { periodS, timeoutS, failureThreshold, startupTimeoutS },
+      gpus: spec.config.resources.gpus,
+      gpuDevices: [],
     };
     const replica = this.track(dir, record);
+    const gpuHolder = `${spec.clusterId}/${spec.replicaId}`;
     try {
+      const devices = this.gpus.allocate(gpuHolder, record.gpus);
+      if (devices === null)
+        throw new TesseraError(
+          "OVERLOADED",
+          `replica ${spec.replicaId} needs ${record.gpus} GPU(s); not that much is free among this host's ${this.gpus.devices.length}`,
+        );
+      record.gpuDevices = devices;
       record.port = await this.pickPort(spec.clusterId, null);
       record.launch = await prepareReplicaLaunch({
         spec,
@@ -243,6 +257,7 @@ export class LocalDriver implements ClusterDriver {
         drainTimeoutS: this.settings.drainTimeoutS,
         basePython: () => this.resolveBasePython(),
         tools: this.tools,
+        gpuDevices: devices,
       });
       if (cluster.uid !== undefined) {
         await confineReplicaDir(dir, cluster.uid);
@@ -253,6 +268,7 @@ export class LocalDriver implements ClusterDriver {
       // replica the controller can report; a malformed request is the caller's error.
       if (err instanceof TesseraError && (err.code === "VALIDATION_FAILED" || err.code === "OVERLOADED")) {
         this.replicas.get(spec.clusterId)?.delete(spec.replicaId);
+        this.gpus.release(gpuHolder);
         rmSync(dir, { recursive: true, force: true });
         throw err;
       }
@@ -340,8 +356,9 @@ export class LocalDriver implements ClusterDriver {
       onError: (err) => this.onError(err),
       pickPort: (preferred) => this.pickPort(clusterId, preferred, replicaId),
       forget: () => {
-        if (this.replicas.get(clusterId)?.get(replicaId) === replica)
-          this.replicas.get(clusterId)?.delete(replicaId);
+        if (this.replicas.get(clusterId)?.get(replicaId) !== replica) return;
+        this.replicas.get(clusterId)?.delete(replicaId);
+        this.gpus.release(`${clusterId}/${replicaId}`);
       },
     });
     byId.set(replicaId, replica);
@@ -397,6 +414,7 @@ export class LocalDriver implements ClusterDriver {
           continue;
         }
         try {
+          this.gpus.restore(`${clusterId}/${replicaId}`, record.gpuDevices ?? [], record.gpus ?? 0);
           this.track(dir, record).adopt();
         } catch (err) {
           this.onError(err);
