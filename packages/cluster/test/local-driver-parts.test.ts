@@ -230,6 +230,13 @@ describe("GpuAllocator", () => {
     expect(gpus.allocate("e", 1)).toEqual(["g1"]);
   });
 
+  it("tells a request the host could never satisfy from one that must wait", () => {
+    const gpus = new GpuAllocator(["g0", "g1"]);
+    expect([0, 0.5, 1, 2].map((g) => gpus.couldEverFit(g))).toEqual([true, true, true, true]);
+    expect(gpus.couldEverFit(2.5)).toBe(false);
+    expect(new GpuAllocator([]).couldEverFit(0.1)).toBe(false);
+  });
+
   it("restores what adopted replicas hold", () => {
     const gpus = new GpuAllocator(["g0", "g1"]);
     gpus.restore("old", ["g1"], 1);

@@ -391,6 +391,14 @@ describe("LocalDriver with real python and node replicas", () => {
     const greedy = python(CLUSTER_B, "greedy");
     greedy.config = { ...greedy.config, resources: { ...greedy.config.resources, gpus: 2 } };
     await expect(driver.startReplica(greedy)).rejects.toMatchObject({ code: "OVERLOADED" });
+    // More than the host has at all: a failed replica that says why.
+    const impossible = python(CLUSTER_B, "impossible");
+    impossible.config = { ...impossible.config, resources: { ...impossible.config.resources, gpus: 3 } };
+    expect(await driver.startReplica(impossible)).toMatchObject({
+      phase: "failed",
+      reason: expect.stringMatching(/asks for 3 GPU\(s\) per replica; the cluster's host has 2/),
+    });
+    await driver.stopReplica(CLUSTER_B, "impossible");
 
     const pid = (await driver.replicaProcess(CLUSTER_B, "probe"))?.pid as number;
     if (driver.tools.prlimit) {

@@ -242,6 +242,13 @@ export class LocalDriver implements ClusterDriver {
     const replica = this.track(dir, record);
     const gpuHolder = `${spec.clusterId}/${spec.replicaId}`;
     try {
+      // More GPUs than the host has is the revision's problem (a failed replica with the reason);
+      // not enough free right now is a capacity problem the caller may retry (OVERLOADED).
+      if (!this.gpus.couldEverFit(record.gpus))
+        throw new TesseraError(
+          "ENV_UNSUPPORTED",
+          `this deployment asks for ${record.gpus} GPU(s) per replica; the cluster's host has ${this.gpus.devices.length}`,
+        );
       const devices = this.gpus.allocate(gpuHolder, record.gpus);
       if (devices === null)
         throw new TesseraError(

@@ -17,6 +17,12 @@ export class GpuAllocator {
     for (const d of devices) this.used.set(d, 0);
   }
 
+  /** Whether the host has enough GPUs at all (free or not) for a replica asking for `gpus`. */
+  couldEverFit(gpus: number): boolean {
+    if (gpus <= 0) return true;
+    return gpus >= 1 ? Math.ceil(gpus) <= this.devices.length : this.devices.length > 0;
+  }
+
   /** Devices for `holder` asking for `gpus`, or null when the host has not that much free. */
   allocate(holder: string, gpus: number): string[] | null {
     const existing = this.holders.get(holder);
