@@ -177,6 +177,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         log("warn", "could not publish a wake-up", { deploymentId, err: String(err) });
       });
     },
+    onStarved: () => void table.refresh(),
   });
   table.onChange((snapshot) => router.update(snapshot));
   const apiKeys = new ApiKeyVerifier(options.db, { log });

@@ -140,6 +140,8 @@ describe("scale to zero", () => {
         answered = true;
       });
       await waitFor(() => wakes.includes(dep.id), "a wake-up for the deployment");
+      // Repeated while the request is held, in case the provisioner missed the first one.
+      await waitFor(() => wakes.filter((w) => w === dep.id).length >= 2, "a repeated wake-up");
       // The held request counts as ongoing for the autoscaler.
       await waitFor(async () => {
         const members = await redis.zrange(redisKeys(prefix).ongoing(dep.id), 0, -1);
@@ -155,6 +157,23 @@ describe("scale to zero", () => {
     } finally {
       subscriber.disconnect();
     }
+  });
+
+  it("finds the woken replica even when no routing notice arrives", async () => {
+    // Periodic reloads every 10 minutes: only the held request's own polling can find the replica.
+    const g = await gatewayWith({ routingRefreshMs: 600_000 });
+    const app = await world.application(acme, "drowsy");
+    const dep = await world.deployment(acme, app, "model", {
+      scaling: { autoscaling: { minReplicas: 0, maxReplicas: 1 } },
+      targetReplicas: 0,
+    });
+    await g.refresh();
+    const pending = call(g, "/v1/acme/drowsy/whoami", acme.key);
+    await waitFor(() => (g.router.lanes.get(dep.id)?.waiters.length ?? 0) === 1, "the request to be held");
+    await world.replica(dep, r2.url);
+    const reply = await pending;
+    expect(reply.status).toBe(200);
+    expect(reply.json().replica).toBe("r2");
   });
 
   it("answers TIMEOUT when no replica becomes ready within the cold start timeout", async () => {
@@ -271,8 +290,9 @@ describe("rollouts", () => {
       await world.replica(dep, old.url);
       await g.refresh();
       const inFlight = call(g, "/v1/acme/rolling/hold", acme.key, { gate: "drain" });
+      // In flight on the replica itself (not just sent), or the replica would drain at once and exit.
       await waitFor(
-        () => g.router.lanes.get(dep.id)?.inFlight === 1,
+        async () => (await send(old.url, "/-/stats")).json().inFlight === 1,
         "a request in flight on the old replica",
       );
       // The old replica starts draining (it finishes its request first); the new one is ready,

@@ -148,8 +148,13 @@ describe("authentication and tenant isolation", () => {
       "the key to be rejected",
       5_000,
     );
+  });
+
+  it("records when keys were last used, in batches", async () => {
+    expect((await call("/v1/acme/shop/whoami", acme.key)).status).toBe(200);
+    await gateway.keys.flushLastUsed();
     const row = await tdb.db.execute(sql`select last_used_at from api_keys where prefix = ${acme.keyPrefix}`);
-    expect(row.rows).toHaveLength(1);
+    expect(row.rows[0]?.last_used_at).toBeTruthy();
   });
 });
 
@@ -166,8 +171,10 @@ describe("router", () => {
     const held = Array.from({ length: 6 }, () =>
       call("/v1/acme/shop/hold", acme.key, { body: { gate: "busy" } }),
     );
-    const lane = gateway.router.lanes.get(api.id)!;
-    await waitFor(() => lane.inFlight === 4 && lane.waiters.length === 2, "4 in flight and 2 queued", 10_000);
+    const lane = await waitFor(() => {
+      const l = gateway.router.lanes.get(api.id);
+      return l && l.inFlight === 4 && l.waiters.length === 2 ? l : undefined;
+    }, "4 in flight and 2 queued");
     expect(lane.replicas.map((r) => r.inFlight)).toEqual([2, 2]);
     const rejected = await call("/v1/acme/shop/hold", acme.key, { body: { gate: "busy" } });
     expect(rejected.status).toBe(503);
@@ -304,6 +311,8 @@ describe("metering and operations", () => {
   });
 
   it("serves /healthz and /metrics (behind the metrics token when set)", async () => {
+    expect((await call("/v1/acme/shop/whoami", acme.key)).status).toBe(200);
+    expect((await call("/v1/acme/shop/whoami", undefined)).status).toBe(401);
     const health = await send(gateway.url, "/healthz");
     expect(health.status).toBe(200);
     expect(health.json()).toMatchObject({ ok: true, routingError: null });

@@ -5,6 +5,24 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { appRouter, billingOptionsFromEnv, createCaller } from "../src/index.js";
 import { createTestEnv, failure, sampleCode, sampleConfig, type TestEnv } from "./helpers.js";
 
+// rayServe.deploy imports the tenant's module to read its deployments: Debian's python has FastAPI.
+process.env.TESSERA_RAY_INSPECT_PYTHON = process.env.TESSERA_TEST_RAY_PYTHON ?? "/usr/bin/python3";
+const rayApp = {
+  files: {
+    "hello.py": [
+      "from ray import serve",
+      "",
+      "@serve.deployment(num_replicas=1)",
+      "class Hello:",
+      "    async def __call__(self, request):",
+      '        return "hello"',
+      "",
+      "app = Hello.bind()",
+      "",
+    ].join("\n"),
+  },
+};
+
 let env: TestEnv;
 let stripe: FakeStripe;
 beforeAll(async () => {
@@ -117,10 +135,16 @@ describe("audit log", () => {
     did("traffic.deployCanary", orgId, o.id, deploymentId);
     await o.api.traffic.promote({ orgId, deploymentId, prevVersion: 3 });
     did("traffic.promote", orgId, o.id, deploymentId);
+    const rayAppRow = await o.api.applications.create({ orgId, clusterId: cluster.id, name: "ray" });
+    did("applications.create", orgId, o.id, rayAppRow.id);
+    await o.api.rayServe.deploy({ orgId, applicationId: rayAppRow.id, entry: "hello:app", code: rayApp });
+    did("rayServe.deploy", orgId, o.id, rayAppRow.id);
     await o.api.deployments.delete({ orgId, deploymentId });
     did("deployments.delete", orgId, o.id, deploymentId);
     await o.api.applications.delete({ orgId, applicationId: app.id });
     did("applications.delete", orgId, o.id, app.id);
+    await o.api.applications.delete({ orgId, applicationId: rayAppRow.id });
+    did("applications.delete", orgId, o.id, rayAppRow.id);
     await o.api.clusters.delete({ orgId, clusterId: cluster.id });
     did("clusters.delete", orgId, o.id, cluster.id);
     await o.api.apiKeys.revoke({ orgId, apiKeyId: key.apiKey.id });

@@ -193,6 +193,28 @@ describe("traffic splitting", () => {
     });
   });
 
+  it("refuses to promote a canary whose revision failed", async () => {
+    const { deploymentId } = await liveDeployment("failing");
+    const { revision } = await u.api.traffic.deployCanary({
+      orgId,
+      deploymentId,
+      config: canaryConfig,
+      code: sampleCode,
+      prevVersion: 1,
+      percent: 10,
+    });
+    // What the controller records when the canary's replicas crash.
+    await env.db
+      .update(revisions)
+      .set({ state: "failed", failureReason: "a replica failed: boom" })
+      .where(eq(revisions.id, revision.id));
+    expect(await failure(u.api.traffic.promote({ orgId, deploymentId, prevVersion: 1 }))).toMatchObject({
+      code: "CONFLICT",
+      message: expect.stringContaining("a replica failed: boom"),
+    });
+    await u.api.traffic.abort({ orgId, deploymentId });
+  });
+
   it("is for admins: members read, cannot change", async () => {
     const { deploymentId } = await liveDeployment("roles");
     const member = await env.user("member-of-canary@example.com");

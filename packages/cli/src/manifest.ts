@@ -12,6 +12,11 @@ export interface Manifest {
   application?: string;
   cluster?: string;
   config: Record<string, unknown>;
+  /**
+   * An application directory: the subdirectories holding its deployments (each with its own
+   * tessera.json), deployed in this order; the first is the ingress of a new application.
+   */
+  deployments?: string[];
 }
 
 export const MANIFEST_FILE = "tessera.json";
@@ -41,7 +46,26 @@ export async function readManifest(dir: string): Promise<Manifest> {
     (typeof m.config !== "object" || m.config === null || Array.isArray(m.config))
   )
     throw new CliError(`${MANIFEST_FILE}: "config" must be an object`);
+  let deployments: string[] | undefined;
+  if (m.deployments !== undefined) {
+    if (
+      !Array.isArray(m.deployments) ||
+      m.deployments.length === 0 ||
+      !m.deployments.every(
+        (d) => typeof d === "string" && /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(d) && d !== "..",
+      )
+    )
+      throw new CliError(
+        `${MANIFEST_FILE}: "deployments" must list the application's deployment subdirectories`,
+      );
+    if (m.config !== undefined)
+      throw new CliError(
+        `${MANIFEST_FILE}: an application lists "deployments"; each one's config is in its own ${MANIFEST_FILE}`,
+      );
+    deployments = m.deployments as string[];
+  }
   return {
+    deployments,
     name: m.name as string | undefined,
     application: m.application as string | undefined,
     cluster: m.cluster as string | undefined,

@@ -2,7 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { createApiHandler } from "@tessera/api";
-import { revisions } from "@tessera/db";
+import { deployments, revisions } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestEnv, type TestEnv, type TestUser } from "../../api/test/helpers.js";
@@ -151,5 +151,68 @@ describe("tessera status and scale", () => {
     } finally {
       process.env.TESSERA_API_KEY = key;
     }
+  });
+});
+
+describe("tessera deploy of an application directory", () => {
+  it("deploys every listed deployment, the first as the new application's ingress", async () => {
+    const r = await run("deploy", `${examples}composition-chain`, "--detach");
+    expect(r.code).toBe(0);
+    expect(r.out.filter((l) => l.startsWith("submitted"))).toEqual([
+      expect.stringMatching(/^submitted chain\/preprocess revision 1 /),
+      expect.stringMatching(/^submitted chain\/model revision 1 /),
+    ]);
+    const app = (await user.api.applications.list({ orgId: user.orgId })).find((a) => a.name === "chain");
+    expect(app?.ingressDeployment).toBe("preprocess");
+    const again = await run("deploy", `${examples}composition-chain`, "--detach");
+    expect(again.out.filter((l) => l.startsWith("submitted"))).toEqual([
+      expect.stringMatching(/^submitted chain\/preprocess revision 2 /),
+      expect.stringMatching(/^submitted chain\/model revision 2 /),
+    ]);
+  });
+});
+
+describe("tessera canary and traffic", () => {
+  it("deploys a canary beside the live revision, shows and shifts the split, aborts and promotes", async () => {
+    expect((await run("deploy", `${examples}ts-dataframe`, "--detach")).code).toBe(0);
+    const [dep] = (await user.api.deployments.list({ orgId: user.orgId })).filter(
+      (d) => d.name === "dataframe-ts",
+    );
+    // The controller would make the first revision live; this test has none.
+    await env.db
+      .update(deployments)
+      .set({ liveRevisionId: dep!.desiredRevisionId, state: "ready" })
+      .where(eq(deployments.id, dep!.id));
+
+    expect((await run("canary", `${examples}ts-dataframe`, "--percent", "10")).out).toEqual([
+      "canary demo-ts/dataframe-ts revision 2 gets 10% of the requests (pin one with x-tessera-revision: 2)",
+    ]);
+    expect((await run("traffic", "demo-ts/dataframe-ts")).out).toEqual([
+      "demo-ts/dataframe-ts: revision 1 90%, canary revision 2 10%",
+    ]);
+    expect((await run("traffic", "demo-ts/dataframe-ts", "--percent", "35")).out).toEqual([
+      "demo-ts/dataframe-ts: revision 1 65%, canary revision 2 35%",
+    ]);
+    expect((await run("traffic", "demo-ts/dataframe-ts", "--abort")).out).toEqual([
+      "demo-ts/dataframe-ts: canary aborted, all requests to the live revision",
+    ]);
+    expect((await run("traffic", "demo-ts/dataframe-ts")).out).toEqual([
+      "demo-ts/dataframe-ts: revision 1 takes all requests",
+    ]);
+    await run("canary", `${examples}ts-dataframe`, "--percent", "50");
+    expect((await run("traffic", "demo-ts/dataframe-ts", "--promote")).out).toEqual([
+      "demo-ts/dataframe-ts: promoting revision 3 (rolling out)",
+    ]);
+    expect(env.jobs.enqueued.at(-1)?.job).toMatchObject({ kind: "deployRevision" });
+  });
+
+  it("refuses bad flags before calling the API", async () => {
+    await expect(run("canary", `${examples}ts-dataframe`)).rejects.toThrow("give --percent");
+    await expect(run("traffic", "demo-ts/dataframe-ts", "--percent", "150")).rejects.toThrow(
+      "--percent must be a number from 0 to 100",
+    );
+    await expect(run("traffic", "demo-ts/dataframe-ts", "--promote", "--abort")).rejects.toThrow(
+      "give one of",
+    );
   });
 });

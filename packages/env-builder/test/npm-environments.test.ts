@@ -130,6 +130,17 @@ describe("npm environments", () => {
     expect(secondStarts).toBeGreaterThan(firstDone);
   });
 
+  it("rebuilds an environment whose node_modules disappeared", async () => {
+    const request = {
+      runtime: "node" as const,
+      spec: { kind: "npm" as const, dependencies: { tessprobe: "1.0.0" } },
+    };
+    rmSync(join(v1.location, "node_modules"), { recursive: true });
+    const rebuilt = await builder.ensure(request);
+    expect(rebuilt.reused).toBe(false);
+    expect(probeIn(rebuilt)).toMatchObject({ required: "1.0.0" });
+  });
+
   it("a dependency the registry does not have fails the build with npm's reason in the log", async () => {
     const error = await builder
       .ensure({ runtime: "node", spec: { kind: "npm", dependencies: { tessprobe: "9.0.0" } } })

@@ -196,6 +196,26 @@ describe("pip environments", () => {
     expect(probeIn(env)).toMatchObject({ module: "1.0" });
   });
 
+  it("systemSitePackages: the venv also sees the base interpreter's packages", async () => {
+    const sitePackagesOf = (python: string) =>
+      execFileSync(python, ["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+        .toString()
+        .trim();
+    const pathOf = (python: string) =>
+      JSON.parse(
+        execFileSync(python, ["-c", "import json, sys; print(json.dumps(sys.path))"]).toString(),
+      ) as string[];
+    const baseSite = sitePackagesOf(PYTHON);
+    const shared = await new EnvironmentBuilder({
+      ...options,
+      root: join(work, "envs-system-site"),
+      systemSitePackages: true,
+    }).ensure({ runtime: "python", spec: { kind: "pip", requirements: ["tessprobe==1.0"] } });
+    expect(pathOf(shared.interpreter)).toContain(baseSite);
+    expect(pathOf(v1.interpreter)).not.toContain(baseSite);
+    expect(probeIn(shared)).toMatchObject({ module: "1.0" });
+  });
+
   it("concurrent ensures of one spec, in this process and in two others, build it once", async () => {
     const request = {
       runtime: "python" as const,

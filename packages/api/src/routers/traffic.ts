@@ -175,10 +175,10 @@ export const trafficRouter = router({
           .from(revisions)
           .where(and(eq(revisions.id, split.canaryRevisionId), eq(revisions.deploymentId, dep.id)));
         if (!canary) throw apiError("NOT_FOUND", "the canary revision no longer exists");
-        if (canary.state === "failed")
+        if (canary.state === "failed" || canary.state === "rolled_back" || canary.state === "superseded")
           throw apiError(
             "CONFLICT",
-            `the canary revision failed (${canary.failureReason ?? "no reason"}): abort it`,
+            `the canary revision is ${canary.state.replace("_", " ")}${canary.failureReason ? ` (${canary.failureReason})` : ""}: abort it`,
           );
         const [updated] = await tx
           .update(deployments)

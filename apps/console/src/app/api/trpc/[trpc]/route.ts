@@ -1,6 +1,6 @@
 import { createApiHandler } from "@tessera/api";
 import { db } from "@/server/db";
-import { jobQueue } from "@/server/jobs";
+import { jobQueue, platformNotifier } from "@/server/jobs";
 import { sessionIdOfRequest } from "@/server/session";
 
 export const dynamic = "force-dynamic";
@@ -12,6 +12,7 @@ function apiHandler(req: Request): Promise<Response> {
   handler ??= createApiHandler({
     db: db(),
     jobs: jobQueue(),
+    notify: platformNotifier(),
     endpoint: "/api/trpc",
     sessionIdOf: sessionIdOfRequest,
   });
