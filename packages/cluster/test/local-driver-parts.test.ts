@@ -14,7 +14,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { GpuAllocator } from "../src/local/gpus.js";
 import { cpuSetFor, withHostLimits, writeCodeBundle } from "../src/local/launch.js";
 import { LogFileFollower, parseReplicaLogLine } from "../src/local/logs.js";
-import { claimPortSlot, releasePortSlot } from "../src/local/ports.js";
+import { claimPortSlot, pickPort, releasePortSlot } from "../src/local/ports.js";
 import { processIdentity, signalReplicaGroup } from "../src/local/processes.js";
 import { DEFAULT_LOCAL_SETTINGS, localDriverSettings } from "../src/local/settings.js";
 import { waitFor } from "./support/wait-for.js";
@@ -198,6 +198,18 @@ describe("port slots", () => {
     expect(() => claimPortSlot(settings, "c")).toThrow(/no free port range/);
     releasePortSlot(settings.dataDir, 0, "a");
     expect(claimPortSlot(settings, "c").slot).toBe(0);
+  });
+});
+
+describe("pickPort", () => {
+  it("keeps a restarting replica's port, else goes round-robin from the cursor, skipping taken ports", async () => {
+    const range = { from: 40_100, to: 40_104 };
+    expect(await pickPort(range, new Set(), 40_102)).toBe(40_102);
+    expect(await pickPort(range, new Set(), undefined, 40_103)).toBe(40_103);
+    expect(await pickPort(range, new Set([40_104]), undefined, 40_104)).toBe(40_100); // wraps
+    expect(await pickPort(range, new Set([40_100, 40_101]), undefined)).toBe(40_102);
+    const all = new Set([40_100, 40_101, 40_102, 40_103, 40_104]);
+    await expect(pickPort(range, all)).rejects.toMatchObject({ code: "OVERLOADED" });
   });
 });
 

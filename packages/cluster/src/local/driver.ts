@@ -104,6 +104,8 @@ export class LocalDriver implements ClusterDriver {
   private basePython: Promise<string> | undefined;
   /** Port picking is check-then-bind: serialised so two replicas never get the same port. */
   private portLock: Promise<unknown> = Promise.resolve();
+  /** Where the next port search of each cluster starts (round-robin through its slice). */
+  private readonly portCursor = new Map<string, number>();
   private closed = false;
   private readonly scope: string | undefined;
 
@@ -373,14 +375,16 @@ export class LocalDriver implements ClusterDriver {
   }
 
   private pickPort(clusterId: string, preferred: number | null, forReplica?: string): Promise<number> {
-    const run = this.portLock.then(() => {
+    const run = this.portLock.then(async () => {
       const cluster = this.cluster(clusterId);
       if (!cluster) throw new TesseraError("NOT_FOUND", `cluster ${clusterId} is not provisioned here`);
       const taken = new Set<number>();
       for (const [id, r] of this.replicas.get(clusterId) ?? [])
         if (id !== forReplica && r.record.port !== null) taken.add(r.record.port);
       const keep = preferred !== null && !taken.has(preferred) ? preferred : undefined;
-      return pickPort(cluster.ports, taken, keep);
+      const port = await pickPort(cluster.ports, taken, keep, this.portCursor.get(clusterId));
+      if (port !== keep) this.portCursor.set(clusterId, port + 1);
+      return port;
     });
     this.portLock = run.catch(() => {});
     return run;
