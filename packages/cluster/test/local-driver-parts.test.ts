@@ -207,6 +207,7 @@ describe("pickPort", () => {
     expect(await pickPort(range, new Set(), 40_102)).toBe(40_102);
     expect(await pickPort(range, new Set(), undefined, 40_103)).toBe(40_103);
     expect(await pickPort(range, new Set([40_104]), undefined, 40_104)).toBe(40_100); // wraps
+    expect(await pickPort(range, new Set(), undefined, 40_105)).toBe(40_100); // cursor past the end
     expect(await pickPort(range, new Set([40_100, 40_101]), undefined)).toBe(40_102);
     const all = new Set([40_100, 40_101, 40_102, 40_103, 40_104]);
     await expect(pickPort(range, all)).rejects.toMatchObject({ code: "OVERLOADED" });

@@ -426,6 +426,9 @@ export class LocalDriver implements ClusterDriver {
         }
         try {
           this.gpus.restore(`${clusterId}/${replicaId}`, record.gpuDevices ?? [], record.gpus ?? 0);
+          // Continue the round-robin after the ports in use, not from the start of the slice.
+          if (record.port !== null && record.port >= (this.portCursor.get(clusterId) ?? 0))
+            this.portCursor.set(clusterId, record.port + 1);
           this.track(dir, record).adopt();
         } catch (err) {
           this.onError(err);

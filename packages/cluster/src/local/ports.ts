@@ -76,7 +76,7 @@ export async function pickPort(
 ): Promise<number> {
   if (preferred !== undefined && (await portIsFree(preferred))) return preferred;
   const size = range.to - range.from + 1;
-  const offset = Math.min(Math.max(startAt, range.from), range.to) - range.from;
+  const offset = (((startAt - range.from) % size) + size) % size;
   for (let i = 0; i < size; i++) {
     const port = range.from + ((offset + i) % size);
     if (taken.has(port)) continue;
