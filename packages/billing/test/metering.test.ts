@@ -1,5 +1,5 @@
 import type { UsageEvent } from "@tessera/core";
-import { uptimeProbes, usageHourly } from "@tessera/db";
+import { billingCursors, uptimeProbes, usageHourly } from "@tessera/db";
 import { createTestDatabase, type TestDatabase } from "@tessera/db/testing";
 import { asc, eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -168,6 +168,11 @@ describe("metering", () => {
     const left = await tdb.db.execute(sql`select id from usage_events where org_id = ${a.org.id}`);
     expect(left.rows).toEqual([{ id: "prune-new-0" }]);
     // A late event for the frozen hour does not make the rollup recompute it from pruned events.
+    // (The rollup last ran an hour ago, so this run only covers the recent hours and late ones.)
+    await tdb.db
+      .insert(billingCursors)
+      .values({ name: "usage_rollup", at: new Date(now.getTime() - 3_600_000) })
+      .onConflictDoUpdate({ target: billingCursors.name, set: { at: new Date(now.getTime() - 3_600_000) } });
     await recordUsageEvents(
       tdb.db,
       requests(a.org.id, a.deployment.id, "prune-late", ["10:30:00"]).map((e) => ({ ...e, at: old })),

@@ -1,6 +1,7 @@
+import { recordUsageEvents } from "@tessera/billing/service";
 import type { ClusterDriver, EnvironmentHandle } from "@tessera/cluster";
 import { type EnvironmentSpec, environmentSpec, type RuntimeKind } from "@tessera/core";
-import { type Database, environmentLogs, environments, usageEvents } from "@tessera/db";
+import { clusters, type Database, environmentLogs, environments } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import type { Log } from "./log.js";
 
@@ -76,32 +77,43 @@ export class EnvironmentBuilds {
     return build.status;
   }
 
-  /** One `build_seconds` usage event per build, idempotent on its id; failed builds count too. */
-  private async meter(hash: string, clusterId: string, started: Date, chargeTo: BuildCharge | undefined) {
-    if (!chargeTo) return;
-    const finished = new Date();
-    try {
-      await this.db
-        .insert(usageEvents)
-        .values({
-          id: `build:${clusterId}:${hash}:${started.getTime()}`,
-          orgId: chargeTo.orgId,
-          deploymentId: chargeTo.deploymentId,
-          revisionId: chargeTo.revisionId,
-          kind: "build_seconds",
-          quantity: (finished.getTime() - started.getTime()) / 1000,
-          at: finished,
-          meta: { envHash: hash, clusterId },
-        })
-        .onConflictDoNothing();
-    } catch (err) {
-      this.log("warn", "build usage not recorded", { hash, err: String(err) });
-    }
-  }
-
   /** Resolves when every build started so far has finished. */
   async settled(): Promise<void> {
     await Promise.all([...this.builds.values()].map((b) => b.done));
+  }
+
+  /**
+   * Build time is charged to the organisation whose cluster asked for the environment, and to the
+   * deployment and revision whose rollout needed it when known.
+   */
+  private async meterBuild(
+    clusterId: string,
+    hash: string,
+    buildMs: number,
+    chargeTo: BuildCharge | undefined,
+  ): Promise<void> {
+    try {
+      const [cluster] = await this.db
+        .select({ orgId: clusters.orgId })
+        .from(clusters)
+        .where(eq(clusters.id, clusterId));
+      if (!cluster) return;
+      const at = new Date();
+      await recordUsageEvents(this.db, [
+        {
+          id: `build:${clusterId}:${hash}:${at.getTime()}`,
+          orgId: cluster.orgId,
+          deploymentId: chargeTo?.deploymentId ?? null,
+          revisionId: chargeTo?.revisionId ?? null,
+          kind: "build_seconds",
+          quantity: buildMs / 1000,
+          at,
+          meta: { envHash: hash },
+        },
+      ]);
+    } catch (err) {
+      this.log("warn", "build time not metered", { hash, clusterId, err: String(err) });
+    }
   }
 
   private async run(
@@ -112,14 +124,11 @@ export class EnvironmentBuilds {
   ): Promise<EnvironmentHandle> {
     const [row] = await this.db.select().from(environments).where(eq(environments.hash, hash));
     if (!row) throw new Error(`environment ${hash} is not recorded`);
-    const started = new Date();
-    // Finding an environment already built (a restart, another cluster's build) costs nothing.
-    const metered = chargeTo && row.state !== "ready" ? chargeTo : undefined;
     const spec = environmentSpec.safeParse(row.spec);
     if (!spec.success) throw new Error(`environment ${hash} has an invalid spec`);
     await this.db
       .update(environments)
-      .set({ state: "building", startedAt: started, finishedAt: null, failureReason: null })
+      .set({ state: "building", startedAt: new Date(), finishedAt: null, failureReason: null })
       .where(eq(environments.hash, hash));
     const lines = new LineWriter(this.db, hash, this.log);
     try {
@@ -132,7 +141,7 @@ export class EnvironmentBuilds {
         .update(environments)
         .set({ state: "ready", path: handle.location, finishedAt: new Date() })
         .where(eq(environments.hash, hash));
-      await this.meter(hash, clusterId, started, metered);
+      if (handle.buildMs !== undefined) await this.meterBuild(clusterId, hash, handle.buildMs, chargeTo);
       return handle;
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
@@ -142,7 +151,6 @@ export class EnvironmentBuilds {
         .update(environments)
         .set({ state: "failed", failureReason: reason.slice(0, 4000), finishedAt: new Date() })
         .where(eq(environments.hash, hash));
-      await this.meter(hash, clusterId, started, metered);
       this.log("warn", "environment build failed", { hash, clusterId, reason });
       throw err;
     }

@@ -1,4 +1,5 @@
 import { createApiHandler } from "@tessera/api";
+import { billing } from "@/server/billing";
 import { db } from "@/server/db";
 import { jobQueue, platformNotifier } from "@/server/jobs";
 import { sessionIdOfRequest } from "@/server/session";
@@ -15,6 +16,7 @@ function apiHandler(req: Request): Promise<Response> {
     notify: platformNotifier(),
     endpoint: "/api/trpc",
     sessionIdOf: sessionIdOfRequest,
+    billing: billing(),
   });
   return handler(req);
 }
