@@ -161,15 +161,29 @@ class ColdStartSubject {
       return true;
     }
     this.figures.failures.push(
-      `${kind ?? "warm-up"} request: HTTP ${value.status} ${JSON.stringify(value.body)}`,
+      `${kind ?? "warm-up"} request: HTTP ${value.status} ${JSON.stringify(value.body)}; ${await this.lastDecision()}`,
     );
     return false;
+  }
+
+  /** The scaling decision last recorded before now, to tell what a failed request ran into. */
+  private async lastDecision(): Promise<string> {
+    const [e] = await this.t.api.deployments.scalingEvents({
+      orgId: this.t.orgId,
+      deploymentId: this.deploymentId,
+      limit: 1,
+    });
+    if (!e) return "no scaling decision yet";
+    const ago = Date.now() - new Date(e.at).getTime();
+    return `last scaling decision ${e.fromReplicas} -> ${e.toReplicas} (${e.reason}) ${ago} ms before`;
   }
 
   /** The baseline: the same request on the same path, with a replica already running and warmed. */
   async measureWarm() {
     await waitFor("first answer", () => this.call(null), 60_000);
-    for (let i = 0; i < 3; i++) await this.call(null);
+    // Long enough for the autoscaler to have seen this traffic (1 s report, 1 s tick).
+    const warmUpUntil = Date.now() + 3000;
+    while (Date.now() < warmUpUntil) await this.call(null);
     for (let i = 0; i < 10; i++) await this.call("warm");
   }
 
