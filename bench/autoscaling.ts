@@ -308,6 +308,19 @@ export async function benchAutoscaling(): Promise<AutoscalingFigures> {
   });
   const progress = (msg: string) =>
     console.error(`[autoscaling ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= stack.close();
+    return closing;
+  };
+  // Replicas run in their own process groups: an interrupted run must still stop them.
+  const interrupted = async (signal: NodeJS.Signals) => {
+    progress(`${signal}: stopping everything this benchmark started`);
+    await close().catch((err) => console.error(err));
+    process.exit(130);
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
   try {
     const t = await stack.tenant("bench@autoscaling.example");
     const figures: AutoscalingFigures = { coldStarts: [], stepLoad: [], rollouts: [] };
@@ -342,7 +355,9 @@ export async function benchAutoscaling(): Promise<AutoscalingFigures> {
     figures.coldStarts = subjects.map((s) => s.figures);
     return figures;
   } finally {
-    await stack.close();
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
+    await close();
   }
 }
 
