@@ -6,7 +6,7 @@
  * `N passed, N failed` as the last line. `node e2e/run.mjs <filter>` runs the tests whose name
  * contains the filter.
  */
-import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { chromium } from "playwright-core";
@@ -20,6 +20,7 @@ const { createTestDatabase, testRedisPrefix } = await tsImport(
 );
 
 const filter = process.argv[2];
+const LOCAL_DRIVER = join(import.meta.dirname, "../packages/cluster/src/local/driver.ts");
 const TEST_TIMEOUT_MS = Number(process.env.E2E_TEST_TIMEOUT_MS ?? 180_000);
 const ADMIN_EMAIL = "platform-admin@e2e.test";
 
@@ -88,6 +89,8 @@ async function main() {
       gatewayUrl: env.gatewayUrl,
       gatewayRunning: Boolean(gateway),
       provisionerRunning: Boolean(provisioner),
+      /** Deploys can really serve: gateway, provisioner and the local cluster driver are all here. */
+      platformServes: Boolean(gateway && provisioner && existsSync(LOCAL_DRIVER)),
       adminEmail: ADMIN_EMAIL,
       /** Raw SQL on the test database (to play the gateway's part when it is not running). */
       sql: (text, params) => tdb.pool.query(text, params),

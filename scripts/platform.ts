@@ -265,9 +265,7 @@ export function consoleBuildStale(): boolean {
   const built = statSync(buildId).mtimeMs;
   const sources = [
     CONSOLE_DIR,
-    join(ROOT, "packages/api/src"),
-    join(ROOT, "packages/core/src"),
-    join(ROOT, "packages/db/src"),
+    ...["api", "core", "db", "jobs"].map((p) => join(ROOT, "packages", p, "src")),
   ];
   return sources.some((s) => existsSync(s) && newestMtime(s) > built);
 }

@@ -1,9 +1,9 @@
 /** @type {import('next').NextConfig} */
 const nextConfig = {
   // The workspace packages ship TypeScript sources with ESM `.js` specifiers.
-  transpilePackages: ["@tessera/api", "@tessera/core", "@tessera/db"],
+  transpilePackages: ["@tessera/api", "@tessera/billing", "@tessera/core", "@tessera/db", "@tessera/jobs"],
   // Native and driver modules stay plain `require`s on the server.
-  serverExternalPackages: ["@node-rs/argon2", "pg"],
+  serverExternalPackages: ["@node-rs/argon2", "pg", "bullmq", "ioredis"],
   poweredByHeader: false,
   webpack(config) {
     config.resolve.extensionAlias = { ".js": [".ts", ".tsx", ".js"], ".mjs": [".mts", ".mjs"] };

@@ -104,9 +104,11 @@ describe("LogFileFollower", () => {
     truncateSync(path, 0);
     appendFileSync(path, "after truncation\n");
     expect(f.poll()).toEqual(["after truncation"]);
-    const resumed = new LogFileFollower(path, "stdout", f.offset);
-    appendFileSync(path, "only the new line\n");
-    expect(resumed.poll()).toEqual(["only the new line"]);
+    appendFileSync(path, "half a li");
+    expect(f.poll()).toEqual([]);
+    const resumed = new LogFileFollower(path, "stdout", f.resumeOffset);
+    appendFileSync(path, "ne\nthe next line\n");
+    expect(resumed.poll()).toEqual(["half a line", "the next line"]);
   });
 
   it("cuts runaway lines and truncates a large file once read", () => {

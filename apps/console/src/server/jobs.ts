@@ -1,41 +1,34 @@
-import { type ControlJob, type JobQueue, jobSubjectId } from "@tessera/core";
-import { type Database, jobs } from "@tessera/db";
+import type { JobQueue, PlatformNotifier } from "@tessera/core";
+import { BullJobQueue, createRedisNotifier } from "@tessera/jobs";
+import { Redis } from "ioredis";
 import { db } from "./db";
 
 /**
- * The console's job queue. TODO(integrator): when `@tessera/jobs` (branch `provisioner`) is
- * merged, return its `BullJobQueue` here so the provisioner's workers are woken through Redis.
- * Until then this queue records each job as a `jobs` row (state `queued`), which is what the API's
- * progress procedures read and what a provisioner polling Postgres would pick up; nothing is
- * claimed to run.
+ * One Redis connection per server process, for the control queue (BullMQ) and the notices to
+ * gateways (revoked keys). Kept on `globalThis` so development reloads do not open new ones.
  */
-export class RowJobQueue implements JobQueue {
-  constructor(private readonly database: Database) {}
+const holder = globalThis as unknown as {
+  __tesseraRedis?: Redis;
+  __tesseraJobs?: JobQueue;
+  __tesseraNotify?: PlatformNotifier;
+};
 
-  async enqueue(
-    job: ControlJob,
-    opts: { dedupeKey?: string; orgId?: string | null } = {},
-  ): Promise<{ jobId: string }> {
-    const dedupeKey = opts.dedupeKey ?? `${job.kind}:${jobSubjectId(job)}`;
-    // Upserting the key onto itself returns the existing row's id: enqueueing twice is one job.
-    const [row] = await this.database
-      .insert(jobs)
-      .values({
-        orgId: opts.orgId ?? null,
-        kind: job.kind,
-        dedupeKey,
-        subjectId: jobSubjectId(job),
-        payload: job as unknown as Record<string, unknown>,
-      })
-      .onConflictDoUpdate({ target: jobs.dedupeKey, set: { dedupeKey } })
-      .returning({ id: jobs.id });
-    return { jobId: row!.id };
-  }
+function redis(): Redis {
+  holder.__tesseraRedis ??= new Redis(process.env.REDIS_URL ?? "redis://127.0.0.1:6379", {
+    // BullMQ requires it; commands wait for a reconnect instead of failing after N retries.
+    maxRetriesPerRequest: null,
+  });
+  return holder.__tesseraRedis;
 }
 
-const holder = globalThis as unknown as { __tesseraJobs?: JobQueue };
-
+/** The API's job queue: a `jobs` row plus a BullMQ job the provisioner's workers pick up. */
 export function jobQueue(): JobQueue {
-  holder.__tesseraJobs ??= new RowJobQueue(db());
+  holder.__tesseraJobs ??= new BullJobQueue({ db: db(), redis: redis(), prefix: process.env.REDIS_PREFIX });
   return holder.__tesseraJobs;
+}
+
+/** Publishes platform notices (e.g. a revoked API key) to the gateways over Redis. */
+export function platformNotifier(): PlatformNotifier {
+  holder.__tesseraNotify ??= createRedisNotifier(redis(), process.env.REDIS_PREFIX);
+  return holder.__tesseraNotify;
 }

@@ -25,7 +25,7 @@ import { clusterUid, confineClusterDirs, confineReplicaDir } from "./isolation.j
 import { findExecutable, type HostTools, prepareReplicaLaunch, resolvePython } from "./launch.js";
 import type { ReplicaLogLine } from "./logs.js";
 import { claimPortSlot, type PortRange, pickPort, releasePortSlot } from "./ports.js";
-import { allowedCpus, type ProcessIdentity } from "./processes.js";
+import { allowedCpus, killProcessesOfUser, type ProcessIdentity } from "./processes.js";
 import { type ReplicaRecord, SupervisedReplica } from "./replica.js";
 import { type LocalDriverSettings, localDriverSettings } from "./settings.js";
 
@@ -139,7 +139,9 @@ export class LocalDriver implements ClusterDriver {
     // Per-cluster users must be able to walk down to their own cluster directory (not list others).
     if (this.settings.runAsUid !== null)
       for (const dir of [this.settings.dataDir, this.clustersDir()]) chmodSync(dir, 0o711);
-    this.adopted = Promise.resolve().then(() => this.adoptFromDisk());
+    this.adopted = Promise.resolve()
+      .then(() => this.adoptFromDisk())
+      .catch((err) => this.onError(err));
   }
 
   // ------------------------------------------------------------------ clusters
@@ -184,6 +186,9 @@ export class LocalDriver implements ClusterDriver {
     const record = this.cluster(clusterId);
     const replicas = [...(this.replicas.get(clusterId)?.values() ?? [])];
     await Promise.all(replicas.map((r) => r.stop(this.settings.drainTimeoutS)));
+    // With a per-cluster user, nothing of the cluster survives, not even processes that left
+    // their replica's process group.
+    if (record?.uid !== undefined) killProcessesOfUser(record.uid);
     this.replicas.delete(clusterId);
     this.clusters.delete(clusterId);
     rmSync(this.clusterDir(clusterId), { recursive: true, force: true });
@@ -197,7 +202,11 @@ export class LocalDriver implements ClusterDriver {
     onLog: (line: string) => void,
   ): Promise<EnvironmentHandle> {
     const ensured = await this.builder.ensure({ runtime: env.runtime, spec: env.spec }, onLog);
-    return { hash: ensured.hash, location: ensured.location };
+    return {
+      hash: ensured.hash,
+      location: ensured.location,
+      ...(ensured.buildMs !== undefined ? { buildMs: ensured.buildMs } : {}),
+    };
   }
 
   // ------------------------------------------------------------------ replicas

@@ -1,6 +1,7 @@
 import { createApiHandler } from "@tessera/api";
+import { billing } from "@/server/billing";
 import { db } from "@/server/db";
-import { jobQueue } from "@/server/jobs";
+import { jobQueue, platformNotifier } from "@/server/jobs";
 import { sessionIdOfRequest } from "@/server/session";
 
 export const dynamic = "force-dynamic";
@@ -12,8 +13,10 @@ function apiHandler(req: Request): Promise<Response> {
   handler ??= createApiHandler({
     db: db(),
     jobs: jobQueue(),
+    notify: platformNotifier(),
     endpoint: "/api/trpc",
     sessionIdOf: sessionIdOfRequest,
+    billing: billing(),
   });
   return handler(req);
 }

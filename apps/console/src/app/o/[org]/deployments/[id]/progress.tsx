@@ -35,6 +35,10 @@ export function DeployProgress({ dep, jobId }: { dep: DeploymentView; jobId: str
     refetchInterval: (q) =>
       q.state.data && ["ready", "failed"].includes(q.state.data.environment.state) ? false : 2_000,
   });
+  const cluster = useQuery({
+    ...trpc.clusters.get.queryOptions({ orgId: org.id, clusterId: dep.clusterId }),
+    refetchInterval: (q) => (q.state.data?.state === "ready" ? false : 3_000),
+  });
   const envBuilding = !!env.data && !["ready", "failed"].includes(env.data.environment.state);
   const envLines = useLogTail<{ id: number; line: string }>(
     desired
@@ -62,6 +66,12 @@ export function DeployProgress({ dep, jobId }: { dep: DeploymentView; jobId: str
         </p>
       ) : null}
       {!live && rollingOut ? <p className="muted">No revision serves traffic yet.</p> : null}
+      {cluster.data && cluster.data.state !== "ready" ? (
+        <p>
+          Cluster <strong>{cluster.data.name}</strong>: <StateBadge state={cluster.data.state} />
+          {cluster.data.stateReason ? <span className="field-error"> {cluster.data.stateReason}</span> : null}
+        </p>
+      ) : null}
       {job.data ? (
         <p>
           Provisioner job <code>{job.data.job.kind}</code>: <StateBadge state={job.data.job.state} />
