@@ -93,6 +93,8 @@ export interface RolloutFigures {
   sent: number;
   failed: number;
   outcome: string;
+  /** What the failed requests answered. */
+  failures: string[];
 }
 export interface AutoscalingFigures {
   coldStarts: ColdStartFigures[];
@@ -262,7 +264,12 @@ async function rollouts(stack: LocalStack, t: Tenant, rt: Runtime): Promise<Roll
   const first = await deploy(t, app, "dataframe", config, { [rt.file]: rt.code });
   await waitLive(t, first.deployment.id, first.revision.id);
   await waitFor("first answer", async () => (await send(t, app, "/info")).status === 200, 60_000);
-  const call = () => send(t, app, "/deduplicate", { rows: ROWS });
+  let failures: string[] = [];
+  const call = async () => {
+    const res = await send(t, app, "/deduplicate", { rows: ROWS });
+    if (res.status !== 200) failures.push(`HTTP ${res.status} ${JSON.stringify(res.body)}`);
+    return res;
+  };
 
   const load = continuousLoad(call, 2);
   const rollout = await timed(async () => {
@@ -271,6 +278,8 @@ async function rollouts(stack: LocalStack, t: Tenant, rt: Runtime): Promise<Roll
     await waitFor("new code answers", async () => (await send(t, app, "/info")).body.edition === 2, 60_000);
   });
   const rolled = await load.stop();
+  const rolloutFailures = failures;
+  failures = [];
 
   const brokenLoad = continuousLoad(call, 2);
   const rollback = await timed(async () => {
@@ -288,6 +297,7 @@ async function rollouts(stack: LocalStack, t: Tenant, rt: Runtime): Promise<Roll
       sent: rolled.sent,
       failed: rolled.failures.length,
       outcome: "new revision live",
+      failures: rolloutFailures,
     },
     {
       case: `${rt.name} broken revision`,
@@ -295,6 +305,7 @@ async function rollouts(stack: LocalStack, t: Tenant, rt: Runtime): Promise<Roll
       sent: broken.sent,
       failed: broken.failures.length,
       outcome: `${rollback.value.state}${stillServing ? ", old revision serving" : ", OLD REVISION NOT SERVING"}`,
+      failures,
     },
   ];
 }
@@ -396,7 +407,7 @@ export function printAutoscalingFigures(f: AutoscalingFigures): void {
       ms(Math.min(...c.coldMs)),
       ms(Math.max(...c.coldMs)),
       `${(median(c.coldMs) / median(c.warmMs)).toFixed(0)}x`,
-      c.idleToZeroMs.length ? ms(median(c.idleToZeroMs)) : "-",
+      c.idleToZeroMs.length ? c.idleToZeroMs.map((x) => `${(x / 1000).toFixed(1)} s`).join(", ") : "-",
       String(c.failures.length),
     ]),
   );
@@ -420,4 +431,5 @@ export function printAutoscalingFigures(f: AutoscalingFigures): void {
     ["case", "duration", "failed / sent", "outcome"],
     f.rollouts.map((r) => [r.case, ms(r.durationMs), `${r.failed} / ${r.sent}`, r.outcome]),
   );
+  for (const r of f.rollouts) for (const failure of r.failures) console.log(`  ${r.case}: ${failure}`);
 }
