@@ -61,6 +61,8 @@ export interface ForwardRequest {
   abort: AbortController;
   /** Only replicas of this revision may serve it (traffic splitting); any when absent. */
   revisionId?: string;
+  /** false: never wake a deployment scaled to zero for this request (see AcquireOptions.wake). */
+  wake?: boolean;
 }
 
 function upstreamHeaders(req: IncomingMessage, requestId: string): string[] {
@@ -219,7 +221,7 @@ export class ReplicaProxy {
       let slot = this.router.tryAcquire(lane, exclude);
       if (!slot) {
         const cold = lane.replicas.length === 0;
-        slot = await this.router.acquire(lane, { exclude, deadline, signal: f.abort.signal });
+        slot = await this.router.acquire(lane, { exclude, deadline, signal: f.abort.signal, wake: f.wake });
         // A request held through a cold start gets its full timeout from when a replica took it.
         if (cold) deadline = Date.now() + timeoutMs;
       }
