@@ -411,7 +411,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         body: undefined,
         requestId,
         abort,
-        wake: false,
+        probe: true,
       });
     } catch (err) {
       if (!res.destroyed) sendError(res, err, log);

@@ -53,12 +53,14 @@ export class DeploymentLane {
   readonly waiters: Waiter[] = [];
   lastWakeAt = 0;
   removed = false;
+  /** Uptime probes queued or in flight: routed like requests, but no load to scale for. */
+  probes = 0;
 
   constructor(public route: DeploymentRoute) {}
 
-  /** Queued plus in-flight: what the autoscaler sizes the deployment by. */
+  /** Queued plus in-flight requests, probes left out: what the autoscaler sizes the deployment by. */
   get ongoing(): number {
-    return this.inFlight + this.waiters.length;
+    return Math.max(0, this.inFlight + this.waiters.length - this.probes);
   }
 }
 

@@ -31,6 +31,7 @@ let api: TestDeployment;
 let sleepy: TestDeployment;
 let marker: TestDeployment;
 let refused: TestDeployment;
+let solo: TestDeployment;
 
 function get(path: string, token?: string, headers: Record<string, string> = {}) {
   return send(gateway.url, path, {
@@ -58,6 +59,11 @@ beforeAll(async () => {
   sleepy = await world.deployment(acme, lazyApp, "sleepy", { targetReplicas: 0 });
   const markerApp = await world.application(acme, "marker", "marker");
   marker = await world.deployment(acme, markerApp, "marker", { targetReplicas: 0 });
+  const soloApp = await world.application(acme, "solo", "solo");
+  solo = await world.deployment(acme, soloApp, "solo", {
+    config: { maxOngoingRequests: 1, maxQueuedRequests: 5 },
+  });
+  await world.replica(solo, replica.url);
   const brokenApp = await world.application(acme, "broken");
   refused = await world.deployment(acme, brokenApp, "refused");
   await world.replica(refused, `http://127.0.0.1:${await deadPort()}`);
@@ -143,6 +149,25 @@ describe("probe ingress", () => {
     const reply = await get("/-/probe/acme/broken/refused", PROBE_TOKEN);
     expect(reply.status).toBe(502);
     expect(reply.json().error.code).toBe("UPSTREAM_ERROR");
+  });
+
+  it("queues behind requests like one, without counting as load for the autoscaler", async () => {
+    const held = send(gateway.url, "/v1/acme/solo/hold", {
+      body: { gate: "probe-queue" },
+      headers: { authorization: `Bearer ${acme.key}` },
+    });
+    const lane = await waitFor(() => {
+      const l = gateway.router.lanes.get(solo.id);
+      return l && l.inFlight === 1 ? l : undefined;
+    }, "the held request in flight");
+    const probe = get("/-/probe/acme/solo/solo", PROBE_TOKEN);
+    await waitFor(() => lane.waiters.length === 1, "the probe queued behind it");
+    expect(lane.ongoing).toBe(1);
+    echo.open("probe-queue");
+    expect((await held).status).toBe(200);
+    expect((await probe).status).toBe(200);
+    expect(lane.ongoing).toBe(0);
+    expect(lane.probes).toBe(0);
   });
 
   it("answers asleep for a deployment scaled to zero without waking it", async () => {
