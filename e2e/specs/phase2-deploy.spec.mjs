@@ -141,6 +141,8 @@ test("deploy from the console: field errors, progress, try it, traffic in the ch
   );
   await expectVisible(page.getByRole("figure", { name: "Latency" }));
   await t.screenshot(page, "deployment-metrics");
+  await page.getByRole("tab", { name: "Uptime" }).click();
+  await expectVisible(page.getByRole("figure", { name: "Availability per period" }));
 
   // Autoscaling knobs without a redeploy: a bad range is a field error, a good one a scaling event.
   await page.getByRole("tab", { name: "Settings" }).click();
@@ -224,6 +226,7 @@ test("key pages fit a phone screen", async (t) => {
     ["/clusters", "clusters"],
     ["/keys", "keys"],
     ["/members", "members"],
+    ["/billing", "billing"],
   ]) {
     await page.goto(`/o/${slug}${path}`);
     await expectVisible(page.getByRole("heading", { level: 1 }));

@@ -102,7 +102,8 @@ export function inspectRayServeApp(opts: InspectOptions): Promise<RayServeApp> {
         PYTHONPATH: [PYTHON_RUNTIME_DIR, opts.codeDir].join(delimiter),
         PYTHONDONTWRITEBYTECODE: "1",
         PYTHONUNBUFFERED: "1",
-      },
+        // Cast: hosts such as Next.js declare NODE_ENV required on ProcessEnv; this child needs none.
+      } as unknown as NodeJS.ProcessEnv,
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
