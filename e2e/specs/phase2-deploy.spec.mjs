@@ -210,6 +210,7 @@ test("tenant isolation in pages, and the admin area is 404 for everyone but plat
   await signUpInBrowser(admin, t.adminEmail);
   await admin.goto("/admin");
   await expectVisible(admin.getByRole("heading", { name: "Platform admin" }));
+  await expectVisible(admin.getByRole("region", { name: "Queues" }).getByText("control"));
   await admin.getByLabel("Search organisations, clusters and deployments").fill(aSlug);
   await expectVisible(
     admin.getByRole("table", { name: "All organisations" }).getByRole("cell", { name: aSlug, exact: true }),
