@@ -91,6 +91,19 @@ test("deploy from the console: field errors, progress, try it, traffic in the ch
       res.status === 200 && direct.removed === 1,
       `direct call: ${res.status} ${JSON.stringify(direct)}`,
     );
+    // The replica's request log lines arrive in the Logs tab; a higher minimum level hides them.
+    await page.getByRole("tab", { name: "Logs" }).click();
+    await expectVisible(
+      page
+        .getByRole("log", { name: "Replica logs" })
+        .getByText(/INFO\s+request/)
+        .first(),
+      60_000,
+    );
+    await page.getByLabel("Minimum level").selectOption("error");
+    await expectVisible(page.getByText("No log lines match."));
+    await t.screenshot(page, "deployment-logs-filtered");
+    await page.getByRole("tab", { name: "Metrics" }).click();
   } else if (t.provisionerRunning) {
     // A provisioner without a driver for local clusters: it takes the job, and the page says
     // what the provisioner reports rather than pretending progress.

@@ -76,6 +76,7 @@ export function AdminDashboard({ email }: { email: string }) {
           ))}
         </section>
       </div>
+      <h3>Failed jobs</h3>
       <DataTable
         label="Failed jobs"
         empty="No failed jobs."
