@@ -3,10 +3,10 @@ const nextConfig = {
   // The workspace packages ship TypeScript sources with ESM `.js` specifiers.
   transpilePackages: [
     "@tessera/api",
+    "@tessera/billing",
     "@tessera/core",
     "@tessera/db",
     "@tessera/jobs",
-    "@tessera/billing",
     "@tessera/runtime-python",
   ],
   // Native and driver modules stay plain `require`s on the server.

@@ -1,18 +1,11 @@
 import { apiKeyMatches, parseApiKey, TesseraError } from "@tessera/core";
 import { apiKeys, type Database, organisations } from "@tessera/db";
 import { and, eq, inArray, isNull, sql } from "drizzle-orm";
+import { DB_CALL_TIMEOUT_MS, withTimeout } from "./deadline.js";
 import type { Log } from "./log.js";
 
-/** A hung database must not hang requests: past this, a key lookup counts as failed. */
+/** A key lookup is on a request's path: fail over to the cached verdict quickly. */
 const LOOKUP_TIMEOUT_MS = 3_000;
-
-function withTimeout<T>(promise: PromiseLike<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([Promise.resolve(promise), timeout]).finally(() => clearTimeout(timer));
-}
 
 /** Who an API key belongs to. */
 export interface KeyIdentity {
@@ -32,6 +25,8 @@ export interface ApiKeyVerifierOptions {
   negativeTtlMs?: number;
   maxEntries?: number;
   lastUsedFlushMs?: number;
+  /** Deadline of database calls (default DB_CALL_TIMEOUT_MS; a key lookup gets at most 3 s). */
+  dbTimeoutMs?: number;
   log: Log;
 }
 
@@ -116,7 +111,11 @@ export class ApiKeyVerifier {
         .from(apiKeys)
         .innerJoin(organisations, eq(organisations.id, apiKeys.orgId))
         .where(and(eq(apiKeys.prefix, prefix), isNull(apiKeys.revokedAt)));
-      rows = await withTimeout(query, LOOKUP_TIMEOUT_MS, "API key lookup timed out");
+      rows = await withTimeout(
+        query,
+        Math.min(LOOKUP_TIMEOUT_MS, this.options.dbTimeoutMs ?? LOOKUP_TIMEOUT_MS),
+        "API key lookup",
+      );
     } catch (err) {
       if (stale) {
         // Keep answering from the last verdict; ask the database again after a short pause.
@@ -155,7 +154,11 @@ export class ApiKeyVerifier {
       const ids = [...this.usedKeyIds];
       this.usedKeyIds.clear();
       try {
-        await this.db.update(apiKeys).set({ lastUsedAt: sql`now()` }).where(inArray(apiKeys.id, ids));
+        await withTimeout(
+          this.db.update(apiKeys).set({ lastUsedAt: sql`now()` }).where(inArray(apiKeys.id, ids)),
+          this.options.dbTimeoutMs ?? DB_CALL_TIMEOUT_MS,
+          "recording API key use",
+        );
       } catch (err) {
         for (const id of ids) this.usedKeyIds.add(id);
         this.options.log("warn", "could not record API key use; will retry", { err: String(err) });

@@ -10,6 +10,17 @@ export class GatewayMetrics {
   readonly registry = new Registry();
   private readonly requests: Counter<"deployment" | "status">;
   private readonly latency: Histogram<"deployment">;
+  /**
+   * Label children per deployment (and status): prom-client hashes the label object on every
+   * `inc(labels)`, which is per-request garbage; a child is looked up once.
+   */
+  private readonly children = new Map<
+    string,
+    {
+      latency: ReturnType<Histogram<"deployment">["labels"]>;
+      byStatus: Map<number, ReturnType<Counter<"deployment" | "status">["labels"]>>;
+    }
+  >();
 
   constructor(router: Router) {
     this.requests = new Counter({
@@ -59,7 +70,17 @@ export class GatewayMetrics {
   }
 
   requestFinished(deploymentId: string, status: number, seconds: number): void {
-    this.requests.inc({ deployment: deploymentId, status: String(status) });
-    this.latency.observe({ deployment: deploymentId }, seconds);
+    let children = this.children.get(deploymentId);
+    if (!children) {
+      children = { latency: this.latency.labels(deploymentId), byStatus: new Map() };
+      this.children.set(deploymentId, children);
+    }
+    let counter = children.byStatus.get(status);
+    if (!counter) {
+      counter = this.requests.labels(deploymentId, String(status));
+      children.byStatus.set(status, counter);
+    }
+    counter.inc();
+    children.latency.observe(seconds);
   }
 }

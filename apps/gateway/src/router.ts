@@ -6,6 +6,8 @@ import type { DeploymentRoute, RoutingSnapshot } from "./routing-table.js";
 const AVOID_AFTER_REFUSAL_MS = 2_000;
 /** A held request re-announces the wake this often, in case the first notice was lost. */
 const WAKE_REPEAT_MS = 2_000;
+/** How often requests waiting for a deployment without usable replicas look for news. */
+const STARVED_CHECK_MS = 1_000;
 
 /** One replica as the router tracks it: its keep-alive pool and the requests it is serving. */
 export class ReplicaSlot {
@@ -64,6 +66,8 @@ export interface RouterOptions {
   coldStartTimeoutMs: number;
   /** Called (at most every couple of seconds per deployment) while requests are held for a deployment with no replica. */
   onWake(deploymentId: string): void;
+  /** Called every second while some deployment holds requests and has no usable replica. */
+  onStarved?(): void;
 }
 
 export interface AcquireOptions {
@@ -81,7 +85,26 @@ export class Router {
   readonly lanes = new Map<string, DeploymentLane>();
   private readonly slots = new Map<string, ReplicaSlot>();
 
-  constructor(private readonly options: RouterOptions) {}
+  /**
+   * While requests wait for a deployment with no usable replica (asleep, or all draining):
+   * re-announces wake-ups in case one was lost, and asks for the routing table to be reloaded, so
+   * a replica that became ready is found even when its routing notice never arrives.
+   */
+  private readonly starvedTimer: NodeJS.Timeout;
+
+  constructor(private readonly options: RouterOptions) {
+    this.starvedTimer = setInterval(() => {
+      const now = Date.now();
+      let starved = false;
+      for (const lane of this.lanes.values()) {
+        if (lane.waiters.length === 0 || lane.replicas.some((r) => !r.draining)) continue;
+        starved = true;
+        if (lane.replicas.length === 0 && lane.waiters.some((w) => w.cold)) this.wake(lane, now);
+      }
+      if (starved) options.onStarved?.();
+    }, STARVED_CHECK_MS);
+    this.starvedTimer.unref();
+  }
 
   lane(route: DeploymentRoute): DeploymentLane {
     let lane = this.lanes.get(route.id);
@@ -237,6 +260,7 @@ export class Router {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.starvedTimer);
     for (const lane of this.lanes.values())
       this.failWaiters(lane, new TesseraError("UNAVAILABLE", "the gateway is shutting down"));
     await Promise.all([...this.slots.values()].map((s) => s.pool.close().catch(() => {})));

@@ -2,6 +2,7 @@ import { trafficSplit } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { applications, deployments, organisations, replicas, revisions } from "@tessera/db";
 import { and, eq, inArray, isNotNull, isNull } from "drizzle-orm";
+import { DB_CALL_TIMEOUT_MS, withTimeout } from "./deadline.js";
 import type { Log } from "./log.js";
 
 /** One ready replica the router may send requests to. */
@@ -224,6 +225,8 @@ export async function loadRoutingSnapshot(db: Database): Promise<RoutingSnapshot
 export interface RoutingTableOptions {
   /** Full reload period: the safety net for lost pub/sub notices. */
   refreshIntervalMs?: number;
+  /** Deadline of one reload (default DB_CALL_TIMEOUT_MS). */
+  dbTimeoutMs?: number;
   log: Log;
 }
 
@@ -284,7 +287,11 @@ export class RoutingTable {
 
   private async reloadOnce(): Promise<boolean> {
     try {
-      this.snapshot = await loadRoutingSnapshot(this.db);
+      this.snapshot = await withTimeout(
+        loadRoutingSnapshot(this.db),
+        this.options.dbTimeoutMs ?? DB_CALL_TIMEOUT_MS,
+        "loading the routing table",
+      );
       if (this.lastError) this.options.log("info", "routing table reloaded after failures");
       this.lastError = null;
     } catch (err) {

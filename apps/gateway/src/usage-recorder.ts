@@ -1,5 +1,6 @@
 import type { Database } from "@tessera/db";
 import { type SQL, sql } from "drizzle-orm";
+import { DB_CALL_TIMEOUT_MS, withTimeout } from "./deadline.js";
 import type { Log } from "./log.js";
 
 export interface RequestUsage {
@@ -22,6 +23,8 @@ export interface UsageRecorderOptions {
   batchSize?: number;
   /** Buffer bound while the database is unreachable; past it the oldest events are dropped (and counted). */
   maxBuffered?: number;
+  /** Deadline of one batch write (default DB_CALL_TIMEOUT_MS). */
+  dbTimeoutMs?: number;
   log: Log;
 }
 
@@ -50,7 +53,7 @@ function insertStatement(batch: readonly RequestUsage[]): SQL {
  */
 export class UsageRecorder {
   private buffer: RequestUsage[] = [];
-  private flushing: Promise<void> | null = null;
+  private flushing: Promise<boolean> | null = null;
   private readonly timer: NodeJS.Timeout;
   private readonly batchSize: number;
   private readonly maxBuffered: number;
@@ -84,15 +87,11 @@ export class UsageRecorder {
 
   /** Writes everything buffered now; resolves true when the buffer was emptied. */
   flush(): Promise<boolean> {
-    if (this.flushing) return this.flushing.then(() => this.flush());
-    const run = this.writeAll();
-    this.flushing = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    return run.finally(() => {
+    // A write in progress keeps going until the buffer is empty, events recorded meanwhile included.
+    this.flushing ??= this.writeAll().finally(() => {
       this.flushing = null;
     });
+    return this.flushing;
   }
 
   private async writeAll(): Promise<boolean> {
@@ -100,7 +99,11 @@ export class UsageRecorder {
       const batch = this.buffer.slice(0, this.batchSize);
       const droppedBefore = this.dropped;
       try {
-        await this.db.execute(insertStatement(batch));
+        await withTimeout(
+          this.db.execute(insertStatement(batch)),
+          this.options.dbTimeoutMs ?? DB_CALL_TIMEOUT_MS,
+          "writing usage events",
+        );
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
         if (this.lastError !== message)

@@ -3,12 +3,12 @@ import { createServer } from "node:net";
 import { redisKeys } from "@tessera/core";
 import { usageEvents } from "@tessera/db";
 import { createTestDatabase, type TestDatabase, testRedisPrefix } from "@tessera/db/testing";
+import { createRedisNotifier } from "@tessera/jobs";
 import { sql } from "drizzle-orm";
 import { Redis } from "ioredis";
 import { request as undiciRequest } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, type Gateway } from "../src/gateway.js";
-import { redisNotifier } from "../src/notices.js";
 import { EchoReplicas, send, type TestReplica, waitFor } from "./support/echo-replicas.js";
 import { type TestDeployment, type TestOrg, World } from "./support/world.js";
 
@@ -141,15 +141,20 @@ describe("authentication and tenant isolation", () => {
     const { key, keyPrefix } = await world.apiKey(acme.id);
     expect((await call("/v1/acme/shop/whoami", key)).status).toBe(200);
     await tdb.db.execute(sql`update api_keys set revoked_at = now() where prefix = ${keyPrefix}`);
-    await redisNotifier(redis, prefix)({ kind: "apiKeyRevoked", prefix: keyPrefix });
+    await createRedisNotifier(redis, prefix)({ kind: "apiKeyRevoked", prefix: keyPrefix });
     // Well inside the 30 s cache TTL: only the notice can explain the 401.
     await waitFor(
       async () => (await call("/v1/acme/shop/whoami", key)).status === 401,
       "the key to be rejected",
       5_000,
     );
+  });
+
+  it("records when keys were last used, in batches", async () => {
+    expect((await call("/v1/acme/shop/whoami", acme.key)).status).toBe(200);
+    await gateway.keys.flushLastUsed();
     const row = await tdb.db.execute(sql`select last_used_at from api_keys where prefix = ${acme.keyPrefix}`);
-    expect(row.rows).toHaveLength(1);
+    expect(row.rows[0]?.last_used_at).toBeTruthy();
   });
 });
 
@@ -166,8 +171,10 @@ describe("router", () => {
     const held = Array.from({ length: 6 }, () =>
       call("/v1/acme/shop/hold", acme.key, { body: { gate: "busy" } }),
     );
-    const lane = gateway.router.lanes.get(api.id)!;
-    await waitFor(() => lane.inFlight === 4 && lane.waiters.length === 2, "4 in flight and 2 queued", 10_000);
+    const lane = await waitFor(() => {
+      const l = gateway.router.lanes.get(api.id);
+      return l && l.inFlight === 4 && l.waiters.length === 2 ? l : undefined;
+    }, "4 in flight and 2 queued");
     expect(lane.replicas.map((r) => r.inFlight)).toEqual([2, 2]);
     const rejected = await call("/v1/acme/shop/hold", acme.key, { body: { gate: "busy" } });
     expect(rejected.status).toBe(503);
@@ -304,6 +311,8 @@ describe("metering and operations", () => {
   });
 
   it("serves /healthz and /metrics (behind the metrics token when set)", async () => {
+    expect((await call("/v1/acme/shop/whoami", acme.key)).status).toBe(200);
+    expect((await call("/v1/acme/shop/whoami", undefined)).status).toBe(401);
     const health = await send(gateway.url, "/healthz");
     expect(health.status).toBe(200);
     expect(health.json()).toMatchObject({ ok: true, routingError: null });

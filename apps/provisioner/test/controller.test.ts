@@ -7,6 +7,7 @@ import {
   replicas,
   revisions,
   scalingEvents,
+  usageEvents,
 } from "@tessera/db";
 import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -134,6 +135,9 @@ describe("controller", () => {
       .from(environmentLogs)
       .where(eq(environmentLogs.envHash, r.revision.envHash));
     expect(logs.map((l) => l.line)).toContain("done");
+    // The build's time is metered to the organisation that asked for it.
+    const builds = await db().select().from(usageEvents).where(eq(usageEvents.kind, "build_seconds"));
+    expect(builds.map((b) => [b.orgId, b.quantity])).toEqual([[orgId, 1.5]]);
     expect(platform.routingNotices).toContain(depId);
     const spec = driver.startedSpecs.find((s) => s.deploymentId === depId)!;
     expect(spec).toMatchObject({ deploymentName: "echo", applicationName: "app", revisionVersion: 1, orgId });
@@ -244,6 +248,56 @@ describe("controller", () => {
     expect(dead!.stoppedAt).not.toBeNull();
   });
 
+  it("runs a canary on its share of the replicas, aborts it, and promotes the next one", async () => {
+    const version = async () => (await deploymentRow(depId)).version;
+    const startCanary = async (body: string) =>
+      api.traffic.deployCanary({
+        orgId,
+        deploymentId: depId,
+        config: config(),
+        code: code(body),
+        prevVersion: await version(),
+        percent: 50,
+      });
+    const split = async (canaryId: string) => {
+      const ready = await readyReplicas(depId);
+      return {
+        live: ready.filter((r) => r.revisionId === v1).length,
+        canary: ready.filter((r) => r.revisionId === canaryId).length,
+        total: (await activeReplicas(depId)).length,
+      };
+    };
+
+    const first = await startCanary("return {'canary': 1}");
+    await waitFor("1 live + 1 canary", async () => {
+      const s = await split(first.revision.id);
+      return s.live === 1 && s.canary === 1 && s.total === 2;
+    });
+    expect((await revisionRow(first.revision.id)).state).toBe("starting");
+    await api.traffic.abort({ orgId, deploymentId: depId });
+    await waitFor("canary gone, live back to 2", async () => {
+      const s = await split(first.revision.id);
+      return s.live === 2 && s.canary === 0 && s.total === 2;
+    });
+    expect((await revisionRow(first.revision.id)).state).toBe("rolled_back");
+
+    const second = await startCanary("return {'canary': 2}");
+    await waitFor("second canary serving", async () => (await split(second.revision.id)).canary === 1);
+    const [canaryReplica] = await readyReplicas(depId, second.revision.id);
+    const promoted = await api.traffic.promote({ orgId, deploymentId: depId, prevVersion: await version() });
+    expect((await jobDone(promoted.jobId)).state).toBe("succeeded");
+    expect(await revisionRow(second.revision.id)).toMatchObject({ state: "live" });
+    await waitFor("2 replicas of the promoted revision", async () => {
+      const rows = await activeReplicas(depId);
+      return (
+        rows.length === 2 && rows.every((r) => r.revisionId === second.revision.id && r.state === "ready")
+      );
+    });
+    // The canary's replica went on serving as one of the promoted revision's replicas.
+    expect((await readyReplicas(depId)).map((r) => r.id)).toContain(canaryReplica!.id);
+    v1 = second.revision.id;
+  });
+
   it("applies operator scaling without a redeploy, parking at zero", async () => {
     await api.deployments.updateScaling({ orgId, deploymentId: depId, numReplicas: 3 });
     await waitFor("3 ready", async () => (await readyReplicas(depId, v1)).length === 3);
@@ -292,10 +346,12 @@ describe("controller", () => {
     await waitFor("woken", async () => (await readyReplicas(id)).length === 1);
     const events = await db().select().from(scalingEvents).where(eq(scalingEvents.deploymentId, id));
     // Once the reported request is stale the deployment may go back to zero: only the start matters.
-    expect(events.slice(0, 2).map((e) => [e.fromReplicas, e.toReplicas, e.reason])).toEqual([
-      [1, 0, "scale_to_zero"],
-      [0, 1, "wake"],
-    ]);
+    // Whichever sees the held request first wakes it: the wake message, or the autoscaler's tick
+    // reading the reported request (a cold start); either is one step from 0 to 1.
+    const [down, up] = events.slice(0, 2).map((e) => [e.fromReplicas, e.toReplicas, e.reason]);
+    expect(down).toEqual([1, 0, "scale_to_zero"]);
+    expect(up?.slice(0, 2)).toEqual([0, 1]);
+    expect(["wake", "cold_start"]).toContain(up?.[2]);
   });
 
   it("stops a deleted deployment's replicas", async () => {
@@ -304,6 +360,26 @@ describe("controller", () => {
     expect(await activeReplicas(depId)).toHaveLength(0);
     expect((await deploymentRow(depId)).state).toBe("deleted");
     expect([...driver.replicas.values()].filter((x) => x.deploymentId === depId)).toHaveLength(0);
+  });
+
+  it("never starts a replica twice when two provisioners share the platform", async () => {
+    const second = platform.startProvisioner();
+    await second.ready;
+    try {
+      const r = await deploy("pair", config({ numReplicas: 3 }), code(), 0);
+      // Both reconcile the new deployment at once, over and over, while it rolls out.
+      for (let i = 0; i < 10; i++) {
+        await Promise.all([
+          provisioner.controller.reconcileDeployment(r.deployment.id),
+          second.controller.reconcileDeployment(r.deployment.id),
+        ]);
+      }
+      expect((await jobDone(r.jobId)).state).toBe("succeeded");
+      expect(driver.startedSpecs.filter((x) => x.deploymentId === r.deployment.id)).toHaveLength(3);
+      expect(await readyReplicas(r.deployment.id)).toHaveLength(3);
+    } finally {
+      await second.close();
+    }
   });
 
   it("finishes a deploy that a stopped provisioner left half done", async () => {

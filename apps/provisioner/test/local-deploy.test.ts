@@ -3,10 +3,11 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { type ClusterDriver, LocalDriver } from "@tessera/cluster";
 import { deployments, jobs, replicaLogs, replicas, revisions } from "@tessera/db";
+import { createGateway } from "@tessera/gateway";
 import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DriverLogHooks, Provisioner } from "../src/index.js";
-import { createTestPlatform, type TestPlatform, waitFor } from "./support/platform.js";
+import { createTestPlatform, REDIS_URL, type TestPlatform, waitFor } from "./support/platform.js";
 
 /**
  * The whole path with real processes: tRPC API -> BullMQ -> provisioner -> local driver -> python
@@ -217,6 +218,32 @@ describe("deploying through the provisioner onto local processes", () => {
     expect(back.revisionId).toBe(pyRev);
   });
 
+  it("replaces a replica whose readiness keeps failing", async () => {
+    const r = await deploy(
+      "demo",
+      "watched",
+      { ...pythonConfig, healthCheck: { periodS: 1, timeoutS: 0.5, failureThreshold: 1 } },
+      { "handler.py": PYTHON },
+      0,
+    );
+    expect((await jobDone(r.jobId)).state).toBe("succeeded");
+    const [sick] = await db()
+      .select()
+      .from(replicas)
+      .where(and(eq(replicas.deploymentId, r.deployment.id), eq(replicas.state, "ready")));
+    expect((await call(sick!.address!, "/admin/health", { healthy: false })).body).toEqual({
+      healthy: false,
+    });
+    const replacement = await waitFor("a healthy replacement", async () => {
+      const [ready] = await readyAddresses(r.deployment.id);
+      return ready && ready !== sick!.address ? ready : undefined;
+    });
+    expect((await call(replacement, "/info")).status).toBe(200);
+    const [gone] = await db().select().from(replicas).where(eq(replicas.id, sick!.id));
+    expect(gone!.state).toBe("failed");
+    expect(gone!.stateReason).toMatch(/^failed readiness checks for over 1\.5s/);
+  });
+
   it("adopts running replicas after a provisioner restart, and finishes a deploy it was in", async () => {
     const before = await readyAddresses(pyDep, pyRev);
     const v3 = PYTHON.replace('"runtime": "python",', '"runtime": "python", "v": 3,');
@@ -241,6 +268,47 @@ describe("deploying through the provisioner onto local processes", () => {
     const [address] = await readyAddresses(pyDep, r.revision.id);
     expect((await call(address!, "/info")).body).toMatchObject({ v: 3 });
     expect((await jobDone(r.jobId)).state).toBe("succeeded");
+  });
+
+  it("serves through the gateway without a failed request during a rolling update", async () => {
+    const gateway = await createGateway({
+      db: db(),
+      redisUrl: REDIS_URL,
+      redisPrefix: platform.prefix,
+      log: () => {},
+    });
+    try {
+      const { key } = await api.apiKeys.create({ orgId, name: "rollout" });
+      const org = await api.orgs.get({ orgId });
+      const get = async () => {
+        const res = await fetch(`${gateway.url}/v1/${org.slug}/demo/info`, {
+          headers: { authorization: `Bearer ${key}` },
+        });
+        return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+      };
+      await waitFor("the gateway routes to the live replica", async () => (await get()).status === 200);
+      const [dep] = await db().select().from(deployments).where(eq(deployments.id, pyDep));
+      const v5 = PYTHON.replace('"runtime": "python",', '"runtime": "python", "v": 5,');
+      const r = await deploy(
+        "demo",
+        "dataframe",
+        { ...pythonConfig, numReplicas: 2 },
+        { "handler.py": v5 },
+        dep!.version,
+      );
+      const answers: { status: number; body: Record<string, unknown> }[] = [];
+      let finished = false;
+      const done = jobDone(r.jobId).finally(() => {
+        finished = true;
+      });
+      while (!finished) answers.push(await get());
+      expect((await done).state).toBe("succeeded");
+      await waitFor("the new code answers through the gateway", async () => (await get()).body.v === 5);
+      expect(answers.length).toBeGreaterThan(0);
+      expect(answers.filter((a) => a.status !== 200)).toEqual([]);
+    } finally {
+      await gateway.close();
+    }
   });
 
   it("stops the replicas of a deleted deployment", async () => {

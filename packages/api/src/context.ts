@@ -1,4 +1,4 @@
-import type { StripeBilling } from "@tessera/billing";
+import type { StripeBilling } from "@tessera/billing/service";
 import type { JobQueue, PlatformNotifier, QueueMonitor } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { type PublicUser, validateSession, verifyApiKey } from "./auth.js";

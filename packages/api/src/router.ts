@@ -13,8 +13,8 @@ import { membersRouter } from "./routers/members.js";
 import { metricsRouter } from "./routers/metrics.js";
 import { orgsRouter } from "./routers/orgs.js";
 import { rayServeRouter } from "./routers/rayServe.js";
-import { trafficRouter } from "./routers/traffic.js";
 import { sloRouter } from "./routers/slo.js";
+import { trafficRouter } from "./routers/traffic.js";
 import { usageRouter } from "./routers/usage.js";
 import { createCallerFactory, router } from "./trpc.js";
 

@@ -209,10 +209,24 @@ describe("usage and SLO routers", () => {
   });
 
   it("gives platform admins the cross-org view, and nobody else", async () => {
+    const dep = (await api.deployments.list({ orgId: owner.orgId }))[0]!;
+    await env.db
+      .insert(uptimeIncidents)
+      .values({
+        orgId: owner.orgId,
+        deploymentId: dep.id,
+        openedAt: new Date(),
+        reason: "no ready replica",
+        failedProbes: 5,
+      });
     const overview = await admin.api.admin.overview({});
     const mine = overview.organisations.find((o) => o.orgId === owner.orgId)!;
     expect(mine).toMatchObject({ requests: 2, errors: 1, errorRate: 0.5 });
     expect(overview.topDeployments[0]).toMatchObject({ orgSlug: mine.slug, requests: 2 });
+    // Only the open incident (the earlier one was closed).
+    expect(overview.openIncidents.map((i) => [i.orgSlug, i.deploymentId, i.reason])).toEqual([
+      [mine.slug, dep.id, "no ready replica"],
+    ]);
     const usage = await admin.api.admin.usageByDay({ orgId: owner.orgId });
     expect(usage.some((u) => u.orgId === owner.orgId && u.requests === 2)).toBe(true);
     expect((await failure(owner.api.admin.overview({}))).code).toBe("FORBIDDEN");

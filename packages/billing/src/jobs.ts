@@ -5,6 +5,7 @@ import type { Redis } from "ioredis";
 import type { Registry } from "prom-client";
 import { rollupUsage } from "./metering.js";
 import { type BillingMetrics, createBillingMetrics } from "./metrics.js";
+import { pruneHistory } from "./retention.js";
 import { StripeBilling, stripeSettingsFromEnv } from "./stripe.js";
 import { type ProbeOptions, probeDeployments } from "./uptime.js";
 
@@ -18,6 +19,8 @@ export const BILLING_JOBS = {
   syncStripeUsage: { every: 15 * 60_000 },
   /** One round of uptime probes. */
   probeUptime: { every: 30_000 },
+  /** Delete raw usage events and probes past their retention. */
+  pruneHistory: { every: 6 * 3_600_000 },
 } as const;
 export type BillingJobName = keyof typeof BILLING_JOBS;
 
@@ -92,6 +95,8 @@ async function runBillingJob(name: string, deps: BillingJobDeps): Promise<Record
       deps.metrics?.down.set(down);
       return { probed: results.length, down, opened, closed };
     }
+    case "pruneHistory":
+      return pruneHistory(deps.db);
     default:
       throw new Error(`unknown billing job ${JSON.stringify(name)}`);
   }

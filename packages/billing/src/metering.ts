@@ -187,7 +187,7 @@ export async function rollupHour(db: Database, hour: Date, now: Date = new Date(
               ${end}::timestamptz)
             - greatest(created_at, ${start}::timestamptz)) as secs
         from replicas
-        where created_at < ${end}
+        where created_at < ${end} and (stopped_at is null or stopped_at > ${start})
       ) r
       where secs > 0
       group by org_id, deployment_id`);
@@ -209,6 +209,8 @@ export async function rollupHour(db: Database, hour: Date, now: Date = new Date(
 
 /** Event writes can commit a little after their `recorded_at`: rescan that far back every run. */
 export const ROLLUP_LAG_MS = 5 * 60_000;
+/** Raw usage events are kept this long (`pruneHistory`); their hourly rollups forever. */
+export const USAGE_EVENT_RETENTION_MS = 62 * 24 * HOUR_MS;
 const ROLLUP_CURSOR = "usage_rollup";
 
 /**
@@ -235,7 +237,12 @@ export async function rollupUsage(db: Database, now: Date = new Date()): Promise
     select distinct date_trunc('hour', at) as hour from usage_events where recorded_at >= ${since}`);
   for (const l of late.rows) hours.add(new Date(l.hour).getTime());
 
-  const sorted = [...hours].sort((x, y) => x - y).map((h) => new Date(h));
+  // Hours past the event retention are frozen: their events are (partly) pruned, recomputing would shrink them.
+  const frozenBefore = now.getTime() - USAGE_EVENT_RETENTION_MS;
+  const sorted = [...hours]
+    .filter((h) => h >= frozenBefore)
+    .sort((x, y) => x - y)
+    .map((h) => new Date(h));
   for (const h of sorted) await rollupHour(db, h, now);
   await db
     .insert(billingCursors)

@@ -6,6 +6,7 @@ import {
   jobs,
   organisations,
   replicas,
+  uptimeIncidents,
   usageHourly,
 } from "@tessera/db";
 import { and, count, desc, eq, gte, isNull, lt, sql } from "drizzle-orm";
@@ -159,8 +160,25 @@ export async function platformOverview(db: Database, now: Date = new Date(), win
     .where(eq(environments.state, "failed"))
     .orderBy(desc(environments.finishedAt))
     .limit(50);
+  const incidents = await db
+    .select({
+      id: uptimeIncidents.id,
+      orgSlug: organisations.slug,
+      deploymentId: uptimeIncidents.deploymentId,
+      deployment: deployments.name,
+      openedAt: uptimeIncidents.openedAt,
+      reason: uptimeIncidents.reason,
+      failedProbes: uptimeIncidents.failedProbes,
+    })
+    .from(uptimeIncidents)
+    .innerJoin(organisations, eq(organisations.id, uptimeIncidents.orgId))
+    .innerJoin(deployments, eq(deployments.id, uptimeIncidents.deploymentId))
+    .where(isNull(uptimeIncidents.closedAt))
+    .orderBy(desc(uptimeIncidents.openedAt))
+    .limit(100);
   return {
     since,
+    openIncidents: incidents,
     organisations: orgUsage.map((o) => ({
       ...o,
       requestsPerSecond: o.requests / windowS,

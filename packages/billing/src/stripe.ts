@@ -125,6 +125,12 @@ export class StripeBilling {
   async checkoutUrl(orgId: string): Promise<string> {
     if (this.settings.priceIds.length === 0)
       throw new TesseraError("BAD_REQUEST", "billing has no prices configured (STRIPE_PRICE_IDS)");
+    const [acc] = await this.db.select().from(billingAccounts).where(eq(billingAccounts.orgId, orgId));
+    if (acc && SUBSCRIPTION_ON_PAID_PLAN.includes(acc.subscriptionStatus))
+      throw new TesseraError(
+        "CONFLICT",
+        "this organisation already has a subscription: manage it in the billing portal",
+      );
     const customer = await this.ensureCustomer(orgId);
     const back = await this.billingPageUrl(orgId);
     const session = await this.stripe.checkout.sessions.create({
@@ -338,22 +344,28 @@ export async function applyStripeEvent(
     if (inserted.length === 0) return { type: event.type, duplicate: true };
     if (!account) return { type: event.type, duplicate: false };
     const created = new Date(event.created * 1000);
-    // Stripe does not order deliveries: an event older than the newest one applied changes nothing.
-    if (account.lastEventAt && created < account.lastEventAt) return { type: event.type, duplicate: false };
-    const set: Partial<typeof billingAccounts.$inferInsert> = { lastEventAt: created, updatedAt: new Date() };
+    // Stripe does not order deliveries: per stream, an event older than the newest applied changes nothing.
+    const newer = (last: Date | null) => !last || created >= last;
+    const set: Partial<typeof billingAccounts.$inferInsert> = { updatedAt: new Date() };
     let plan: string | null = null;
     switch (event.type) {
       case "invoice.payment_failed":
+        if (!newer(account.paymentEventAt)) return { type: event.type, duplicate: false };
+        set.paymentEventAt = created;
         set.paymentFailed = true;
         set.paymentFailedAt = account.paymentFailedAt ?? created;
         break;
       case "invoice.paid":
+        if (!newer(account.paymentEventAt)) return { type: event.type, duplicate: false };
+        set.paymentEventAt = created;
         set.paymentFailed = false;
         set.paymentFailedAt = null;
         break;
       case "customer.subscription.created":
       case "customer.subscription.updated": {
+        if (!newer(account.subscriptionEventAt)) return { type: event.type, duplicate: false };
         const status = (object.status ?? "incomplete") as BillingStatus;
+        set.subscriptionEventAt = created;
         set.stripeSubscriptionId = object.id ?? null;
         set.subscriptionStatus = status;
         plan = SUBSCRIPTION_ON_PAID_PLAN.includes(status) ? PAID_PLAN_ID : "free";
@@ -361,6 +373,8 @@ export async function applyStripeEvent(
         break;
       }
       case "customer.subscription.deleted":
+        if (!newer(account.subscriptionEventAt)) return { type: event.type, duplicate: false };
+        set.subscriptionEventAt = created;
         set.stripeSubscriptionId = null;
         set.subscriptionStatus = "canceled";
         set.paidSince = null;
@@ -369,6 +383,7 @@ export async function applyStripeEvent(
       default:
         return { type: event.type, duplicate: false };
     }
+    set.lastEventAt = account.lastEventAt && account.lastEventAt > created ? account.lastEventAt : created;
     await tx.update(billingAccounts).set(set).where(eq(billingAccounts.orgId, account.orgId));
     if (plan) await tx.update(organisations).set({ plan }).where(eq(organisations.id, account.orgId));
     return { type: event.type, duplicate: false };

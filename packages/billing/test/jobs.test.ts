@@ -40,6 +40,7 @@ describe("billing jobs", () => {
     const schedulers = await queue.getJobSchedulers();
     expect(schedulers.map((s) => [s.key, s.name, s.every]).sort()).toEqual([
       ["billing:probeUptime", "probeUptime", 60_000],
+      ["billing:pruneHistory", "pruneHistory", 21_600_000],
       ["billing:rollupUsage", "rollupUsage", 300_000],
       ["billing:syncStripeUsage", "syncStripeUsage", 900_000],
     ]);
@@ -67,6 +68,7 @@ describe("billing jobs", () => {
       // Its schedulers are registered under the same prefix the provisioner uses.
       expect((await billing.queue.getJobSchedulers()).map((s) => s.name).sort()).toEqual([
         "probeUptime",
+        "pruneHistory",
         "rollupUsage",
         "syncStripeUsage",
       ]);
@@ -96,20 +98,20 @@ describe("billing jobs", () => {
   it("exports Prometheus metrics: job runs, probes, deployments down, open incidents, queue depths", async () => {
     // A ready deployment with no ready replica: down.
     const d = await seedOrg(tdb.db, "jobs-metrics");
-    await tdb.db
-      .insert(uptimeIncidents)
-      .values({
-        orgId: d.org.id,
-        deploymentId: d.deployment.id,
-        openedAt: new Date(),
-        reason: "x",
-        failedProbes: 3,
-      });
+    await tdb.db.insert(uptimeIncidents).values({
+      orgId: d.org.id,
+      deploymentId: d.deployment.id,
+      openedAt: new Date(),
+      reason: "x",
+      failedProbes: 3,
+    });
     const redis = new Redis(connection);
     const monitor = bullQueueMonitor(redis, redisPrefix);
     const registry = new Registry();
     const metrics = createBillingMetrics(registry, { db: tdb.db, queues: monitor });
     try {
+      // Nothing left over from the scheduler tests: exactly the job added here is delayed.
+      await queue.obliterate({ force: true });
       await queue.add("later", {}, { delay: 60_000 });
       const deps = { db: tdb.db, stripe: null, metrics };
       const probed = (await processBillingJob({ name: "probeUptime" }, deps)) as { down: number };

@@ -1,11 +1,12 @@
 import type { UsageEvent } from "@tessera/core";
-import { usageHourly } from "@tessera/db";
+import { billingCursors, uptimeProbes, usageHourly } from "@tessera/db";
 import { createTestDatabase, type TestDatabase } from "@tessera/db/testing";
 import { asc, eq, sql } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   histogramPercentile,
   mergeHistograms,
+  pruneHistory,
   recordUsageEvents,
   rollupHour,
   rollupUsage,
@@ -142,5 +143,43 @@ describe("metering", () => {
     expect(histogramPercentile(merged, 0.95)).toBe(150);
     expect(histogramPercentile(merged, 0.999)).toBe(60_000);
     expect(histogramPercentile(new Array(20).fill(0), 0.5)).toBeNull();
+  });
+
+  it("prunes raw history past retention and keeps the frozen hours' totals", async () => {
+    const a = await seedOrg(tdb.db, "meter-prune");
+    const now = new Date("2026-06-01T12:00:00Z");
+    const old = new Date("2026-03-15T10:00:00Z"); // 78 days before
+    const recent = new Date("2026-05-30T10:00:00Z");
+    await recordUsageEvents(tdb.db, [
+      ...requests(a.org.id, a.deployment.id, "prune-old", [old.toISOString().slice(11, 19)]).map((e) => ({
+        ...e,
+        at: old,
+      })),
+      ...requests(a.org.id, a.deployment.id, "prune-new", ["10:00:00"]).map((e) => ({ ...e, at: recent })),
+    ]);
+    await rollupHour(tdb.db, old, now);
+    await tdb.db.insert(uptimeProbes).values([
+      { orgId: a.org.id, deploymentId: a.deployment.id, ok: true, at: new Date("2026-04-20T00:00:00Z") },
+      { orgId: a.org.id, deploymentId: a.deployment.id, ok: true, at: recent },
+    ]);
+    const pruned = await pruneHistory(tdb.db, now);
+    expect(pruned.usageEvents).toBeGreaterThanOrEqual(1);
+    expect(pruned.probes).toBe(1);
+    const left = await tdb.db.execute(sql`select id from usage_events where org_id = ${a.org.id}`);
+    expect(left.rows).toEqual([{ id: "prune-new-0" }]);
+    // A late event for the frozen hour does not make the rollup recompute it from pruned events.
+    // (The rollup last ran an hour ago, so this run only covers the recent hours and late ones.)
+    await tdb.db
+      .insert(billingCursors)
+      .values({ name: "usage_rollup", at: new Date(now.getTime() - 3_600_000) })
+      .onConflictDoUpdate({ target: billingCursors.name, set: { at: new Date(now.getTime() - 3_600_000) } });
+    await recordUsageEvents(
+      tdb.db,
+      requests(a.org.id, a.deployment.id, "prune-late", ["10:30:00"]).map((e) => ({ ...e, at: old })),
+    );
+    const { hours } = await rollupUsage(tdb.db, now);
+    expect(hours.map((h) => h.getTime())).not.toContain(old.getTime());
+    const frozen = (await hourRows(a.org.id)).find((r) => r.hour.getTime() === old.getTime());
+    expect(frozen?.requests).toBe(1);
   });
 });

@@ -335,4 +335,36 @@ describe("Stripe webhooks", () => {
     expect(await planOf(a.org.id)).toBe("free");
     expect(await account(a.org.id)).toMatchObject({ subscriptionStatus: "canceled", paidSince: null });
   });
+
+  it("orders invoice and subscription events apart, and refuses a second Checkout while subscribed", async () => {
+    const a = await subscribedOrg("hook-streams", new Date(Date.now() - 3 * HOUR_MS));
+    const now = Math.floor(Date.now() / 1000);
+    const apply = async (e: ReturnType<typeof event>) => {
+      const { payload, header } = signed(e);
+      return a.billing.handleWebhook(payload, header);
+    };
+    await apply(
+      event(
+        "customer.subscription.updated",
+        { id: "sub_hook-streams", object: "subscription", customer: a.customer, status: "past_due" },
+        now,
+      ),
+    );
+    // The invoice failure happened before the subscription update but arrives after it: still applied.
+    await apply(
+      event("invoice.payment_failed", { id: "in_s", object: "invoice", customer: a.customer }, now - 10),
+    );
+    expect(await account(a.org.id)).toMatchObject({ subscriptionStatus: "past_due", paymentFailed: true });
+    expect(await planOf(a.org.id)).toBe("payg");
+    // An older subscription event does not roll the status back.
+    await apply(
+      event(
+        "customer.subscription.updated",
+        { id: "sub_hook-streams", object: "subscription", customer: a.customer, status: "active" },
+        now - 20,
+      ),
+    );
+    expect((await account(a.org.id)).subscriptionStatus).toBe("past_due");
+    await expect(a.billing.checkoutUrl(a.org.id)).rejects.toMatchObject({ code: "CONFLICT" });
+  });
 });

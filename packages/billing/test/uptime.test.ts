@@ -11,6 +11,9 @@ import { seedOrg, seedReplica } from "./fixtures.js";
 let tdb: TestDatabase;
 let server: Server;
 let replicaUrl: string;
+/** A "replica" that accepts and drops every connection. */
+let dropper: Server;
+let dropperUrl: string;
 /** What the fake replica's readiness route answers. */
 let readiness = 200;
 let readinessHits = 0;
@@ -25,8 +28,13 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   replicaUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  dropper = createServer();
+  dropper.on("connection", (socket) => socket.destroy());
+  await new Promise<void>((r) => dropper.listen(0, "127.0.0.1", r));
+  dropperUrl = `http://127.0.0.1:${(dropper.address() as AddressInfo).port}`;
 });
 afterAll(async () => {
+  await new Promise<void>((r) => dropper?.close(() => r()) ?? r());
   server?.closeAllConnections();
   await new Promise<void>((r) => server?.close(() => r()) ?? r());
   await tdb?.drop();
@@ -42,13 +50,9 @@ describe("uptime prober", () => {
       .update(deployments)
       .set({ targetReplicas: 0 })
       .where(eq(deployments.id, parked.deployment.id));
-    // A ready deployment whose only replica's address refuses connections is down.
+    // A ready deployment whose only replica drops every connection is down.
     const dead = await seedOrg(tdb.db, "probe-dead");
-    const closed = createServer();
-    await new Promise<void>((r) => closed.listen(0, "127.0.0.1", r));
-    const deadPort = (closed.address() as AddressInfo).port;
-    await new Promise<void>((r) => closed.close(() => r()));
-    await seedReplica(tdb.db, dead, { startedAt: new Date(), address: `http://127.0.0.1:${deadPort}` });
+    await seedReplica(tdb.db, dead, { startedAt: new Date(), address: dropperUrl });
 
     let t = Date.parse("2026-07-01T10:00:00Z");
     // One probe round every 30 s (fixed clock per round).

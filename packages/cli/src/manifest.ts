@@ -12,6 +12,16 @@ export interface Manifest {
   application?: string;
   cluster?: string;
   config: Record<string, unknown>;
+  /**
+   * An application directory: the subdirectories holding its deployments (each with its own
+   * tessera.json), deployed in this order; the first is the ingress of a new application.
+   */
+  deployments?: string[];
+  /**
+   * A Ray Serve application (deployed with `rayServe.deploy`, one deployment per Ray deployment):
+   * `entry` is `module:app`; `environment` replaces every deployment's runtime_env.
+   */
+  rayServe?: { entry: string; environment?: Record<string, unknown> };
 }
 
 export const MANIFEST_FILE = "tessera.json";
@@ -41,7 +51,42 @@ export async function readManifest(dir: string): Promise<Manifest> {
     (typeof m.config !== "object" || m.config === null || Array.isArray(m.config))
   )
     throw new CliError(`${MANIFEST_FILE}: "config" must be an object`);
+  let deployments: string[] | undefined;
+  if (m.deployments !== undefined) {
+    if (
+      !Array.isArray(m.deployments) ||
+      m.deployments.length === 0 ||
+      !m.deployments.every(
+        (d) => typeof d === "string" && /^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(d) && d !== "..",
+      )
+    )
+      throw new CliError(
+        `${MANIFEST_FILE}: "deployments" must list the application's deployment subdirectories`,
+      );
+    if (m.config !== undefined)
+      throw new CliError(
+        `${MANIFEST_FILE}: an application lists "deployments"; each one's config is in its own ${MANIFEST_FILE}`,
+      );
+    deployments = m.deployments as string[];
+  }
+  const ray = m.rayServe as Record<string, unknown> | undefined;
+  if (
+    ray !== undefined &&
+    (typeof ray !== "object" || ray === null || Array.isArray(ray) || typeof ray.entry !== "string")
+  )
+    throw new CliError(`${MANIFEST_FILE}: "rayServe" must be an object with an "entry" ('module:app')`);
+  if (ray !== undefined && deployments)
+    throw new CliError(`${MANIFEST_FILE}: a Ray Serve application ("rayServe") lists no "deployments"`);
   return {
+    deployments,
+    ...(ray
+      ? {
+          rayServe: {
+            entry: ray.entry as string,
+            environment: ray.environment as Record<string, unknown> | undefined,
+          },
+        }
+      : {}),
     name: m.name as string | undefined,
     application: m.application as string | undefined,
     cluster: m.cluster as string | undefined,

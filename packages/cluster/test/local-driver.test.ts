@@ -18,6 +18,8 @@ const PYTHON_EXAMPLE = exampleFiles("python-dataframe", ["handler.py"]);
 const TS_EXAMPLE = exampleFiles("ts-dataframe", ["handler.ts"]);
 
 const PROBE_HANDLER = `import os
+import subprocess
+import sys
 from tessera import route
 
 class Probe:
@@ -32,6 +34,14 @@ class Probe:
     def alloc(self, body):
         block = bytearray(int(body["mb"]) * 1024 * 1024)
         return {"allocated": len(block)}
+
+    @route.post("/child")
+    def child(self):
+        # A child that ignores the SIGTERM of a stop: the driver must still not leave it behind.
+        code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ignoring', flush=True); time.sleep(300)"
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        child.stdout.readline()
+        return {"pid": child.pid}
 `;
 const PKG_HANDLER = `import sys
 import tesspkg
@@ -132,6 +142,7 @@ describe("LocalDriver with real python and node replicas", () => {
     restartBackoffMs: 100,
     restartBackoffMaxMs: 400,
     maxQuickCrashes: 3,
+    gpuDevices: ["GPU-test-0", "GPU-test-1"],
   };
   const events: ReplicaEvent[] = [];
   const logs: ReplicaLogLine[] = [];
@@ -224,7 +235,7 @@ describe("LocalDriver with real python and node replicas", () => {
       replicaSpec(
         CLUSTER_A,
         "ts-1",
-        { runtime: "node", entry: "handler.ts:Dataframe", resources: { cpus: 1, memoryMb: 128 } },
+        { runtime: "node", entry: "handler.ts:Dataframe", resources: { cpus: 1, memoryMb: 64 } },
         TS_EXAMPLE,
       ),
     );
@@ -237,7 +248,12 @@ describe("LocalDriver with real python and node replicas", () => {
     const cmdline = readFileSync(`/proc/${proc?.pid}/cmdline`, "utf8").split("\0");
     expect(cmdline.some((a) => a.endsWith(".mjs"))).toBe(true);
     expect(cmdline.some((a) => a.includes("tsx"))).toBe(false);
-    expect(cmdline).toContain("--max-old-space-size=96");
+    // The schema's smallest memoryMb: V8 needs a floor under its OS limit, the heap stays at 75 %.
+    expect(cmdline).toContain("--max-old-space-size=48");
+    if (driver.tools.prlimit)
+      expect(readFileSync(`/proc/${proc?.pid}/limits`, "utf8")).toMatch(
+        new RegExp(`Max data size\\s+${128 * 1024 * 1024}\\s`),
+      );
     await driver.stopReplica(CLUSTER_A, "ts-1");
   });
 
@@ -319,6 +335,27 @@ describe("LocalDriver with real python and node replicas", () => {
     expect(await driver.listReplicas(CLUSTER_A)).toEqual([]);
   });
 
+  it("kills and restarts a replica that is not ready within startupTimeoutS", async () => {
+    const slow = "import time\n\nclass Slow:\n    def __init__(self, config):\n        time.sleep(30)\n";
+    await driver.startReplica(
+      replicaSpec(
+        CLUSTER_A,
+        "slow",
+        {
+          runtime: "python",
+          entry: "handler:Slow",
+          healthCheck: { periodS: 1, timeoutS: 1, failureThreshold: 1, startupTimeoutS: 1 },
+        },
+        { "handler.py": slow },
+      ),
+    );
+    const restarted = await waitFor("slow restarted", () =>
+      events.find((e) => e.replicaId === "slow" && e.restarts === 1),
+    );
+    expect(restarted.reason).toMatch(/^not ready within 1 s; killed by SIGKILL/);
+    await driver.stopReplica(CLUSTER_A, "slow");
+  });
+
   it("gives tenant code a scrubbed environment and enforces the memory limit and CPU count", async () => {
     process.env.DATABASE_URL = "postgres://platform-secret@127.0.0.1/tessera";
     process.env.TESSERA_STRIPE_SECRET = "sk_live_platform";
@@ -327,7 +364,7 @@ describe("LocalDriver with real python and node replicas", () => {
         replicaSpec(
           CLUSTER_B,
           "probe",
-          { runtime: "python", entry: "handler:Probe", resources: { cpus: 1, memoryMb: 128 } },
+          { runtime: "python", entry: "handler:Probe", resources: { cpus: 1, memoryMb: 128, gpus: 1 } },
           { "handler.py": PROBE_HANDLER },
           { TESSERA_HANDLE_URL: "http://127.0.0.1:8080/v1/acme/demo" },
         ),
@@ -344,10 +381,24 @@ describe("LocalDriver with real python and node replicas", () => {
     expect(env.DATABASE_URL).toBeUndefined();
     expect(env.TESSERA_STRIPE_SECRET).toBeUndefined();
     expect(env.TESSERA_HANDLE_URL).toBe("http://127.0.0.1:8080/v1/acme/demo");
-    const allowed = /^(PATH|HOME|LANG|PYTHONPATH|PYTHONUNBUFFERED|PYTHONDONTWRITEBYTECODE|TESSERA_[A-Z_]+)$/;
+    const allowed =
+      /^(PATH|HOME|LANG|PYTHONPATH|PYTHONUNBUFFERED|PYTHONDONTWRITEBYTECODE|CUDA_VISIBLE_DEVICES|TESSERA_[A-Z_]+)$/;
     expect(Object.keys(env).filter((k) => !allowed.test(k))).toEqual([]);
     expect(env.HOME).toBe(join(dataDir, "clusters", CLUSTER_B, "replicas", "probe", "home"));
     expect(cwd).toBe(env.HOME);
+    expect(env.CUDA_VISIBLE_DEVICES).toBe("GPU-test-0");
+    // One of the two GPUs is taken: a replica asking for two cannot be placed.
+    const greedy = python(CLUSTER_B, "greedy");
+    greedy.config = { ...greedy.config, resources: { ...greedy.config.resources, gpus: 2 } };
+    await expect(driver.startReplica(greedy)).rejects.toMatchObject({ code: "OVERLOADED" });
+    // More than the host has at all: a failed replica that says why.
+    const impossible = python(CLUSTER_B, "impossible");
+    impossible.config = { ...impossible.config, resources: { ...impossible.config.resources, gpus: 3 } };
+    expect(await driver.startReplica(impossible)).toMatchObject({
+      phase: "failed",
+      reason: expect.stringMatching(/asks for 3 GPU\(s\) per replica; the cluster's host has 2/),
+    });
+    await driver.stopReplica(CLUSTER_B, "impossible");
 
     const pid = (await driver.replicaProcess(CLUSTER_B, "probe"))?.pid as number;
     if (driver.tools.prlimit) {
@@ -436,12 +487,17 @@ describe("LocalDriver with real python and node replicas", () => {
     driver = successor;
   });
 
-  it("destroyCluster stops every replica, removes the directory and frees the port range", async () => {
+  it("destroyCluster stops every replica and what it started, removes the directory and frees the port range", async () => {
     await driver.startReplica(python(CLUSTER_B, "py-b"));
     await waitPhase("py-b", "ready");
+    const probe = (await driver.listReplicas(CLUSTER_B)).find((r) => r.replicaId === "probe");
+    const child = (await (await fetch(`${probe?.address}/child`, { method: "POST" })).json()) as {
+      pid: number;
+    };
     const pids = await Promise.all(
       ["probe", "py-b"].map(async (id) => (await driver.replicaProcess(CLUSTER_B, id))?.pid as number),
     );
+    pids.push(child.pid);
     expect(pids.every(alive)).toBe(true);
     await driver.destroyCluster(CLUSTER_B);
     expect(pids.some(alive)).toBe(false);
@@ -454,6 +510,7 @@ describe("LocalDriver with real python and node replicas", () => {
 });
 
 const SPY_HANDLER = `import os
+import subprocess
 from tessera import route
 
 def attempt(fn):
@@ -483,27 +540,36 @@ class Spy:
             "writeCode": attempt(lambda: open(os.path.join(os.environ["TESSERA_CODE_DIR"], "x.py"), "w").write("x")),
             "writeHome": attempt(lambda: open(os.path.join(os.environ["HOME"], "x.txt"), "w").write("x")),
         }
+
+    @route.post("/escape")
+    def escape(self):
+        return {"pid": subprocess.Popen(["sleep", "300"], start_new_session=True).pid}
 `;
 
 // Switching users needs root, and an interpreter outside root's home (pyenv lives in /root).
 const canSwitchUsers = process.getuid?.() === 0 && existsSync("/usr/bin/python3");
 
 describe.skipIf(!canSwitchUsers)("LocalDriver with per-cluster users (runAsUid)", () => {
-  const dataDir = mkdtempSync(join(tmpdir(), "tessera-local-driver-uid-"));
   const events: ReplicaEvent[] = [];
-  const driver = new LocalDriver({
-    driverConfig: {
-      dataDir,
-      portRangeFrom: 38_100,
-      portRangeTo: 38_139,
-      portsPerCluster: 20,
-      python: "/usr/bin/python3",
-      runAsUid: 61_000,
-      drainTimeoutS: 2,
-    },
-    onError: () => {},
+  let dataDir: string;
+  let driver: LocalDriver;
+  // Created here, not while collecting: a skipped suite runs no afterAll to clean up.
+  beforeAll(() => {
+    dataDir = mkdtempSync(join(tmpdir(), "tessera-local-driver-uid-"));
+    driver = new LocalDriver({
+      driverConfig: {
+        dataDir,
+        portRangeFrom: 38_100,
+        portRangeTo: 38_139,
+        portsPerCluster: 20,
+        python: "/usr/bin/python3",
+        runAsUid: 61_000,
+        drainTimeoutS: 2,
+      },
+      onError: () => {},
+    });
+    driver.watch((e) => events.push(e));
   });
-  driver.watch((e) => events.push(e));
   afterAll(async () => {
     for (const c of [CLUSTER_A, CLUSTER_B]) await driver.destroyCluster(c);
     await driver.close();
@@ -547,5 +613,13 @@ describe.skipIf(!canSwitchUsers)("LocalDriver with per-cluster users (runAsUid)"
       writeCode: "denied",
       writeHome: "allowed",
     });
+
+    // A process that left its replica's process group still dies with the cluster (same user).
+    const escaped = (await (await fetch(`${ready.address}/escape`, { method: "POST" })).json()) as {
+      pid: number;
+    };
+    expect(alive(escaped.pid)).toBe(true);
+    await driver.destroyCluster(CLUSTER_A);
+    await waitFor("the escaped process killed", () => !alive(escaped.pid));
   });
 });

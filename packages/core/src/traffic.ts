@@ -73,12 +73,12 @@ export function chooseRevision(
 
 /**
  * Replicas each side should run while a canary gets `percent` of the traffic: the canary gets its
- * share of `total` (at least one, so a 1% canary still serves), the live revision the rest (at
- * least one while it has any traffic). For the controller.
+ * share of `total`, the live revision the rest, and each side keeps at least one replica while
+ * the deployment runs any (a 0% canary still answers pinned requests; a 100% one can be aborted
+ * without a cold start). For the controller.
  */
 export function splitReplicas(total: number, percent: number): { live: number; canary: number } {
   if (total <= 0) return { live: 0, canary: 0 };
-  const canary = percent <= 0 ? 0 : Math.max(1, Math.round((total * percent) / 100));
-  const live = percent >= 100 ? 0 : Math.max(1, total - canary);
-  return { live, canary: percent >= 100 ? Math.max(1, total) : canary };
+  const share = Math.round((total * Math.min(100, Math.max(0, percent))) / 100);
+  return { live: Math.max(1, total - share), canary: Math.max(1, share) };
 }

@@ -72,13 +72,13 @@ describe("chooseRevision", () => {
 });
 
 describe("splitReplicas", () => {
-  it("gives the canary its share, at least one replica, and keeps one live replica", () => {
+  it("gives the canary its share and keeps at least one replica on each side", () => {
     expect(splitReplicas(10, 10)).toEqual({ live: 9, canary: 1 });
     expect(splitReplicas(10, 50)).toEqual({ live: 5, canary: 5 });
-    expect(splitReplicas(4, 1)).toEqual({ live: 3, canary: 1 });
+    expect(splitReplicas(4, 1)).toEqual({ live: 4, canary: 1 });
     expect(splitReplicas(1, 10)).toEqual({ live: 1, canary: 1 });
-    expect(splitReplicas(3, 0)).toEqual({ live: 3, canary: 0 });
-    expect(splitReplicas(3, 100)).toEqual({ live: 0, canary: 3 });
+    expect(splitReplicas(3, 0)).toEqual({ live: 3, canary: 1 });
+    expect(splitReplicas(3, 100)).toEqual({ live: 1, canary: 3 });
     expect(splitReplicas(0, 50)).toEqual({ live: 0, canary: 0 });
   });
 });

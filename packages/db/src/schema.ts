@@ -430,6 +430,8 @@ export const usageEvents = pgTable(
     index("usage_events_org_at_idx").on(t.orgId, t.at),
     index("usage_events_deployment_at_idx").on(t.deploymentId, t.at),
     index("usage_events_recorded_at_idx").on(t.recordedAt),
+    // The hourly rollup reads one hour of every organisation at once.
+    index("usage_events_at_idx").on(t.at),
   ],
 );
 
@@ -522,8 +524,14 @@ export const billingAccounts = pgTable("billing_accounts", {
   /** An invoice payment failed and no later one succeeded: deploys are refused, serving is limited per plan. */
   paymentFailed: boolean("payment_failed").notNull().default(false),
   paymentFailedAt: ts("payment_failed_at"),
-  /** `created` of the newest Stripe event applied, so an older event delivered late changes nothing. */
+  /** `created` of the newest Stripe event applied, of any kind (when billing last changed). */
   lastEventAt: ts("last_event_at"),
+  /**
+   * `created` of the newest invoice / subscription event applied (two streams, ordered apart), so
+   * an older event of the same stream delivered late changes nothing.
+   */
+  paymentEventAt: ts("payment_event_at"),
+  subscriptionEventAt: ts("subscription_event_at"),
   updatedAt: ts("updated_at").notNull().defaultNow(),
 });
 

@@ -83,6 +83,8 @@ export interface InspectOptions {
   /** `module:app`. */
   entry: string;
   timeoutMs?: number;
+  /** Address-space limit of the importing process (default 4096; 0: none). */
+  memoryLimitMb?: number;
 }
 
 const MAX_OUTPUT_BYTES = 8 * 1024 * 1024;
@@ -102,6 +104,7 @@ export function inspectRayServeApp(opts: InspectOptions): Promise<RayServeApp> {
         PYTHONPATH: [PYTHON_RUNTIME_DIR, opts.codeDir].join(delimiter),
         PYTHONDONTWRITEBYTECODE: "1",
         PYTHONUNBUFFERED: "1",
+        TESSERA_INSPECT_MEMORY_MB: String(opts.memoryLimitMb ?? 4096),
         // Cast: hosts such as Next.js declare NODE_ENV required on ProcessEnv; this child needs none.
       } as unknown as NodeJS.ProcessEnv,
       stdio: ["ignore", "pipe", "pipe"],

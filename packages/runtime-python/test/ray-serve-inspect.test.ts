@@ -83,7 +83,7 @@ describe("inspectRayServeApp", () => {
         upscaleDelayS: 1,
         downscaleDelayS: 30,
       },
-      resources: { cpus: 0.5, gpus: 0.25 },
+      resources: { cpus: 0.5, gpus: 0, memoryMb: 300 },
       maxOngoingRequests: 8,
     });
     expect(byName["count-model"]).toMatchObject({
@@ -119,13 +119,28 @@ describe("inspectRayServeApp", () => {
   it("reports unsupported Ray APIs by name, with where they are used", async () => {
     const err = await refusal(inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "calls:app" }));
     expect(err.message).toContain("serve.multiplexed is not supported");
-    expect(err.details).toMatchObject({
-      reason: "UNSUPPORTED",
-      unsupportedCalls: [
-        { call: "serve.multiplexed", file: "calls.py", line: 8 },
-        { call: "serve.get_multiplexed_model_id", file: "calls.py", line: 13 },
-      ],
+    const details = err.details as { reason: string; unsupportedCalls: { file: string }[] };
+    expect(details.reason).toBe("UNSUPPORTED");
+    expect(details.unsupportedCalls.filter((c) => c.file === "calls.py")).toEqual([
+      { call: "serve.multiplexed", file: "calls.py", line: 8 },
+      { call: "serve.get_multiplexed_model_id", file: "calls.py", line: 13 },
+    ]);
+  });
+
+  it("reads ray.serve.config option objects, and flags Ray modules it lacks", async () => {
+    const app = await inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "configobj:app" });
+    expect(app.deployments[0]!.options.autoscaling_config).toEqual({
+      min_replicas: 0,
+      max_replicas: 3,
+      target_ongoing_requests: 5,
     });
+    expect(app.unsupportedCalls.filter((c) => c.file === "streaming.py")).toEqual([
+      { call: "handle.options(stream=...)", file: "streaming.py", line: 10 },
+    ]);
+    expect(app.unsupportedCalls.filter((c) => c.file === "dag.py")).toEqual([
+      { call: "ray.dag", file: "dag.py", line: 1 },
+      { call: "ray.serve.drivers", file: "dag.py", line: 2 },
+    ]);
   });
 
   it("reports a user_config without reconfigure() as a problem of that deployment", async () => {
@@ -153,11 +168,17 @@ describe("inspectRayServeApp", () => {
       );
       // LC_CTYPE is python's own locale coercion (PEP 538), not inherited.
       expect(err.message).toMatch(
-        /env: HOME,(LC_CTYPE,)?PATH,PYTHONDONTWRITEBYTECODE,PYTHONPATH,PYTHONUNBUFFERED$/,
+        /env: HOME,(LC_CTYPE,)?PATH,PYTHONDONTWRITEBYTECODE,PYTHONPATH,PYTHONUNBUFFERED,TESSERA_INSPECT_MEMORY_MB$/,
       );
     } finally {
       delete process.env.TESSERA_PROBE_SECRET;
     }
+  });
+
+  it("bounds the memory tenant code gets while it is inspected", async () => {
+    const err = await refusal(inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "hungry:app" }));
+    expect(err.details).toMatchObject({ reason: "IMPORT_FAILED" });
+    expect(err.message).toContain("MemoryError");
   });
 
   it("stops an import that does not finish", async () => {

@@ -1,5 +1,6 @@
-import { billingOptionsFromEnv, type CreateContextOptions } from "@tessera/api";
+import type { CreateContextOptions } from "@tessera/api";
 import { bullQueueMonitor } from "@tessera/billing";
+import { billing } from "./billing";
 import { db } from "./db";
 import { jobQueue, platformNotifier, redis } from "./jobs";
 
@@ -16,7 +17,7 @@ export function apiServices(): Services {
     db: db(),
     jobs: jobQueue(),
     notify: platformNotifier(),
-    billing: billingOptionsFromEnv(db()),
+    billing: billing(),
     queues: bullQueueMonitor(redis(), process.env.REDIS_PREFIX),
   };
   return holder.__tesseraServices;

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { ClusterDriver, EnvironmentHandle, ReplicaEvent, ReplicaStatus } from "@tessera/cluster";
-import { type DeploymentConfig, deploymentConfig, type PlatformNotifier } from "@tessera/core";
+import { type DeploymentConfig, deploymentConfig, type PlatformNotifier, splitReplicas } from "@tessera/core";
 import {
   applications,
   clusters,
@@ -313,7 +313,9 @@ export class Controller {
   }
 
   private async revisionsOf(dep: DeploymentRow): Promise<Map<string, RevisionView>> {
-    const ids = [dep.liveRevisionId, dep.desiredRevisionId].filter((x): x is string => !!x);
+    const ids = [dep.liveRevisionId, dep.desiredRevisionId, dep.traffic?.canaryRevisionId].filter(
+      (x): x is string => !!x,
+    );
     if (ids.length === 0) return new Map();
     const rows = await this.db
       .select({
@@ -343,6 +345,8 @@ export class Controller {
           eq(revisions.deploymentId, dep.id),
           inArray(revisions.state, ROLLING_OUT),
           sql`${revisions.id} is distinct from (select ${deployments.desiredRevisionId} from ${deployments} where ${deployments.id} = ${dep.id})`,
+          // A canary is not rolled out, yet serves: it is the traffic split's to end.
+          sql`${revisions.id}::text is distinct from (select ${deployments.traffic}->>'canaryRevisionId' from ${deployments} where ${deployments.id} = ${dep.id})`,
         ),
       );
   }
@@ -382,7 +386,10 @@ export class Controller {
     if (routing) await this.notifyRouting(view.dep.id);
   }
 
-  /** The live revision runs `targetReplicas` healthy replicas; other revisions' replicas go. */
+  /**
+   * The live revision runs `targetReplicas` healthy replicas (shared with a running canary by its
+   * traffic share); other revisions' replicas go once the live one has enough ready.
+   */
   private async keepServing(
     view: DeploymentView,
     driver: ClusterDriver,
@@ -392,36 +399,101 @@ export class Controller {
   ): Promise<void> {
     const { dep } = view;
     const serving = active.filter(isServing);
-    const config = live ? parseConfig(live) : undefined;
     const target = live ? dep.targetReplicas : 0;
-    let mine = serving.filter((r) => r.revisionId === live?.id);
-    if (config) {
-      const unhealthy = mine.filter((r) => this.unhealthyReason(r, config));
-      for (const r of unhealthy)
-        await this.replaceUnhealthy(view, driver, r, this.unhealthyReason(r, config)!);
-      mine = mine.filter((r) => !unhealthy.includes(r));
-    }
-    if (live && config && mine.length < target) {
-      const env = this.builds.ensure(driver, view.cluster.id, live.envHash, 0);
-      if (env.state === "ready")
-        await this.startReplicas(view, driver, live, config, env.handle, target - mine.length);
-      else if (env.state === "failed")
-        this.log("warn", "the live revision's environment is not available", {
-          deploymentId: dep.id,
-          reason: env.reason,
-        });
-    }
-    if (mine.length > target) {
-      const extra = [...mine].sort(stopOrder).slice(0, mine.length - target);
-      await this.drain(view, driver, extra, "scaled down");
-    }
-    const ready = mine.filter((r) => r.state === "ready").length;
-    const others = serving.filter((r) => r.revisionId !== live?.id);
+    const canary = live ? await this.runningCanary(dep) : undefined;
+    const split = canary ? splitReplicas(target, dep.traffic!.canaryPercent) : { live: target, canary: 0 };
+    const ready = live ? await this.keepRevision(view, driver, live, serving, split.live, 0) : 0;
+    if (canary) await this.keepCanary(view, driver, canary, serving, split.canary);
+    const kept = new Set([live?.id, canary?.id]);
+    const others = serving.filter((r) => !kept.has(r.revisionId));
     // Replicas of an older or failed revision keep serving until the live one has enough ready.
-    const leaving = ready >= target ? others : others.filter((r) => r.state !== "ready");
+    const leaving = ready >= split.live ? others : others.filter((r) => r.state !== "ready");
     await this.drain(view, driver, leaving, "replaced by the live revision");
     if (live && opts.setState)
-      await this.setDeploymentState(dep, this.servingState(dep, live, ready, target));
+      await this.setDeploymentState(dep, this.servingState(dep, live, ready, split.live));
+  }
+
+  /**
+   * Keeps `count` healthy replicas of one revision, replacing unhealthy ones; returns how many are
+   * ready. `onFailure` (a canary) turns a failed replica or environment into the revision's failure
+   * instead of endless replacements.
+   */
+  private async keepRevision(
+    view: DeploymentView,
+    driver: ClusterDriver,
+    rev: RevisionView,
+    serving: ReplicaRow[],
+    count: number,
+    notBefore: number,
+    onFailure?: (reason: string) => Promise<void>,
+  ): Promise<number> {
+    const config = parseConfig(rev);
+    let mine = serving.filter((r) => r.revisionId === rev.id);
+    for (const r of mine) {
+      const reason = this.unhealthyReason(r, config);
+      if (!reason) continue;
+      if (onFailure) {
+        await onFailure(reason);
+        return 0;
+      }
+      await this.replaceUnhealthy(view, driver, r, reason);
+    }
+    mine = mine.filter((r) => isServing(r));
+    if (mine.length < count) {
+      const env = this.builds.ensure(driver, view.cluster.id, rev.envHash, notBefore);
+      if (env.state === "ready")
+        await this.startReplicas(view, driver, rev, config, env.handle, count - mine.length);
+      else if (env.state === "failed") {
+        if (onFailure) await onFailure(`environment build failed: ${env.reason}`);
+        else
+          this.log("warn", "a serving revision's environment is not available", {
+            deploymentId: view.dep.id,
+            revisionId: rev.id,
+            reason: env.reason,
+          });
+      }
+    }
+    if (mine.length > count) {
+      const extra = [...mine].sort(stopOrder).slice(0, mine.length - count);
+      await this.drain(view, driver, extra, "scaled down");
+    }
+    return mine.filter((r) => r.state === "ready").length;
+  }
+
+  /** The canary revision while its split is in force and it has not failed. */
+  private async runningCanary(dep: DeploymentRow): Promise<RevisionView | undefined> {
+    const id = dep.traffic?.canaryRevisionId;
+    if (!id || dep.desiredRevisionId !== dep.liveRevisionId) return undefined;
+    const rev = (await this.revisionsOf(dep)).get(id);
+    return rev && ROLLING_OUT.includes(rev.state) ? rev : undefined;
+  }
+
+  /** A canary's replicas, its share of the target; a canary that fails is marked failed (abort it). */
+  private async keepCanary(
+    view: DeploymentView,
+    driver: ClusterDriver,
+    canary: RevisionView,
+    serving: ReplicaRow[],
+    count: number,
+  ): Promise<void> {
+    const fail = async (reason: string) => {
+      await this.db
+        .update(revisions)
+        .set({ state: "failed", failureReason: reason.slice(0, 4000) })
+        .where(and(eq(revisions.id, canary.id), inArray(revisions.state, ROLLING_OUT)));
+      canary.state = "failed";
+      this.log("warn", "canary failed", { deploymentId: view.dep.id, revisionId: canary.id, reason });
+      await this.drain(
+        view,
+        driver,
+        serving.filter((r) => r.revisionId === canary.id),
+        "canary failed",
+      );
+    };
+    const failed = await this.failedReplicaOf(canary.id);
+    if (failed) return fail(`a replica failed: ${failed}`);
+    if (canary.state === "pending") await this.setRevisionState(canary, "starting");
+    await this.keepRevision(view, driver, canary, serving, count, canary.createdAt.getTime(), fail);
   }
 
   private servingState(

@@ -1,6 +1,7 @@
+import { recordUsageEvents } from "@tessera/billing/service";
 import type { ClusterDriver, EnvironmentHandle } from "@tessera/cluster";
 import { type EnvironmentSpec, environmentSpec, type RuntimeKind } from "@tessera/core";
-import { type Database, environmentLogs, environments } from "@tessera/db";
+import { clusters, type Database, environmentLogs, environments } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import type { Log } from "./log.js";
 
@@ -68,6 +69,30 @@ export class EnvironmentBuilds {
     await Promise.all([...this.builds.values()].map((b) => b.done));
   }
 
+  /** Build time is charged to the organisation whose cluster asked for the environment. */
+  private async meterBuild(clusterId: string, hash: string, buildMs: number): Promise<void> {
+    try {
+      const [cluster] = await this.db
+        .select({ orgId: clusters.orgId })
+        .from(clusters)
+        .where(eq(clusters.id, clusterId));
+      if (!cluster) return;
+      const at = new Date();
+      await recordUsageEvents(this.db, [
+        {
+          id: `build:${clusterId}:${hash}:${at.getTime()}`,
+          orgId: cluster.orgId,
+          kind: "build_seconds",
+          quantity: buildMs / 1000,
+          at,
+          meta: { envHash: hash },
+        },
+      ]);
+    } catch (err) {
+      this.log("warn", "build time not metered", { hash, clusterId, err: String(err) });
+    }
+  }
+
   private async run(driver: ClusterDriver, clusterId: string, hash: string): Promise<EnvironmentHandle> {
     const [row] = await this.db.select().from(environments).where(eq(environments.hash, hash));
     if (!row) throw new Error(`environment ${hash} is not recorded`);
@@ -88,6 +113,7 @@ export class EnvironmentBuilds {
         .update(environments)
         .set({ state: "ready", path: handle.location, finishedAt: new Date() })
         .where(eq(environments.hash, hash));
+      if (handle.buildMs !== undefined) await this.meterBuild(clusterId, hash, handle.buildMs);
       return handle;
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);

@@ -1,4 +1,4 @@
-import { platformOverview, usageByDay } from "@tessera/billing";
+import { platformOverview, usageByDay } from "@tessera/billing/service";
 import type { ControlJob } from "@tessera/core";
 import { applications, clusters, deployments, jobs, memberships, organisations, users } from "@tessera/db";
 import { and, count, desc, eq, ilike, isNull, or, type SQL } from "drizzle-orm";

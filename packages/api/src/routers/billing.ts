@@ -6,7 +6,7 @@ import {
   loadOrgBillingState,
   StripeBilling,
   stripeSettingsFromEnv,
-} from "@tessera/billing";
+} from "@tessera/billing/service";
 import { TesseraError } from "@tessera/core";
 import { billingAccounts, type Database } from "@tessera/db";
 import { eq } from "drizzle-orm";

@@ -28,7 +28,10 @@ import {
   versionConflict,
 } from "./deployments.js";
 
-/** The interpreter that imports tenants' Ray Serve modules at deploy time (needs fastapi & co). */
+/**
+ * The interpreter that imports tenants' Ray Serve modules at deploy time (with fastapi & co;
+ * `TESSERA_RAY_INSPECT_MEMORY_MB` raises its 4096 MB address-space limit, e.g. for torch).
+ */
 export const RAY_INSPECT_PYTHON_ENV = "TESSERA_RAY_INSPECT_PYTHON";
 
 const deployInput = z.object({
@@ -66,6 +69,7 @@ async function planFromCode(
       python: process.env[RAY_INSPECT_PYTHON_ENV] || "python3",
       codeDir: dir,
       entry,
+      memoryLimitMb: Number(process.env.TESSERA_RAY_INSPECT_MEMORY_MB) || undefined,
     });
     return planRayServeApplication(app, { entry, environment });
   } catch (err) {

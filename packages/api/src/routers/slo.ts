@@ -1,4 +1,4 @@
-import { deploymentSlo, orgSloSummary, SLO_WINDOWS } from "@tessera/billing";
+import { deploymentSlo, orgSloSummary, SLO_WINDOWS } from "@tessera/billing/service";
 import { uptimeIncidents } from "@tessera/db";
 import { and, desc, eq } from "drizzle-orm";
 import { z } from "zod";

@@ -1,4 +1,4 @@
-import { usageByDay } from "@tessera/billing";
+import { usageByDay } from "@tessera/billing/service";
 import { z } from "zod";
 import { apiError } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";

@@ -111,15 +111,27 @@ export interface PrepareOptions {
   /** Absolute base python, for python replicas without a built environment. */
   basePython: () => Promise<string>;
   tools: HostTools;
+  /** The GPUs the replica was given ([] hides every GPU from it). */
+  gpuDevices: string[];
 }
 
-const PLATFORM_ENV_KEYS = new Set(["PATH", "HOME", "LANG", "PYTHONPATH", "NODE_OPTIONS"]);
+/** The least RLIMIT_DATA the node runtime starts under (measured: aborts at 80 MB, runs at 96 MB). */
+export const NODE_MIN_DATA_MB = 128;
+
+const PLATFORM_ENV_KEYS = new Set([
+  "PATH",
+  "HOME",
+  "LANG",
+  "PYTHONPATH",
+  "NODE_OPTIONS",
+  "CUDA_VISIBLE_DEVICES",
+]);
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
  * Writes the code, bundles it (node), and returns the exact command and environment of the
  * replica. The environment is built from nothing: PATH, HOME (the replica's own directory),
- * LANG, the runtime contract and `extraEnv` — never this process's environment, which holds the
+ * LANG, CUDA_VISIBLE_DEVICES, the runtime contract and `extraEnv` — never this process's environment, which holds the
  * platform's database URL and secrets. Throws NodeBundleError / TesseraError for the tenant.
  */
 export async function prepareReplicaLaunch(o: PrepareOptions): Promise<ReplicaLaunch> {
@@ -149,7 +161,7 @@ export async function prepareReplicaLaunch(o: PrepareOptions): Promise<ReplicaLa
     drainTimeoutS: o.drainTimeoutS,
   });
   // The contract wins over extraEnv: the driver, not the caller, decides port, code and identity.
-  const env = { ...extra, ...contract };
+  const env = { ...extra, ...contract, CUDA_VISIBLE_DEVICES: o.gpuDevices.join(",") };
   const memoryMb = spec.config.resources.memoryMb;
   const envKind = spec.config.environment.kind;
 
@@ -186,5 +198,9 @@ export async function prepareReplicaLaunch(o: PrepareOptions): Promise<ReplicaLa
   }
   launch.env.LANG = process.env.LANG || "C.UTF-8";
   const cpuSet = cpuSetFor(spec.config.resources.cpus, o.tools.cpus, spec.replicaId);
-  return { ...withHostLimits(launch, { memoryMb, cpuSet }, o.tools), cwd: home };
+  // V8 commits about 90 MB of writable mappings before serving anything (RLIMIT_DATA counts them,
+  // resident or not) and aborts below that, so a node replica's OS limit has a floor; its heap
+  // is still held to 75 % of memoryMb by --max-old-space-size.
+  const dataLimitMb = spec.runtime === "node" ? Math.max(memoryMb, NODE_MIN_DATA_MB) : memoryMb;
+  return { ...withHostLimits(launch, { memoryMb: dataLimitMb, cpuSet }, o.tools), cwd: home };
 }

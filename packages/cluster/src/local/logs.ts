@@ -79,6 +79,7 @@ const MAX_FILE_BYTES = 8 * 1024 * 1024;
  */
 export class LogFileFollower {
   private partial = "";
+  private fd: number | null = null;
 
   constructor(
     readonly path: string,
@@ -86,35 +87,45 @@ export class LogFileFollower {
     public offset: number,
   ) {}
 
+  /** Where a later follower should resume: before the incomplete line held in memory. */
+  get resumeOffset(): number {
+    return Math.max(0, this.offset - Buffer.byteLength(this.partial));
+  }
+
   /** Reads what was appended since the last call and returns the complete lines. */
   poll(): string[] {
-    let fd: number;
-    try {
-      fd = openSync(this.path, "r+");
-    } catch {
-      return [];
+    // Opened once and kept: polling several times a second must not cost an open per replica.
+    if (this.fd === null) {
+      try {
+        this.fd = openSync(this.path, "r+");
+      } catch {
+        return [];
+      }
     }
+    const fd = this.fd;
     const lines: string[] = [];
-    try {
-      const size = fstatSync(fd).size;
-      // Truncated by someone else (or a new file): start over from the top.
-      if (size < this.offset) this.offset = 0;
-      const buf = Buffer.alloc(READ_CHUNK);
-      while (this.offset < size) {
-        const n = readSync(fd, buf, 0, Math.min(READ_CHUNK, size - this.offset), this.offset);
-        if (n <= 0) break;
-        this.offset += n;
-        this.take(buf.toString("utf8", 0, n), lines);
-      }
-      // The replica appends (O_APPEND), so after truncation its next write lands at offset 0.
-      if (this.offset > MAX_FILE_BYTES) {
-        ftruncateSync(fd, 0);
-        this.offset = 0;
-      }
-    } finally {
-      closeSync(fd);
+    const size = fstatSync(fd).size;
+    if (size === this.offset) return lines;
+    // Truncated by someone else: start over from the top.
+    if (size < this.offset) this.offset = 0;
+    const buf = Buffer.alloc(Math.min(READ_CHUNK, size - this.offset));
+    while (this.offset < size) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, size - this.offset), this.offset);
+      if (n <= 0) break;
+      this.offset += n;
+      this.take(buf.toString("utf8", 0, n), lines);
+    }
+    // The replica appends (O_APPEND), so after truncation its next write lands at offset 0.
+    if (this.offset > MAX_FILE_BYTES) {
+      ftruncateSync(fd, 0);
+      this.offset = 0;
     }
     return lines;
+  }
+
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
   }
 
   private take(text: string, out: string[]): void {

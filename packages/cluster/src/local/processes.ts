@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 /** What identifies one process over its lifetime: pids are reused, (pid, start time) is not. */
 export interface ProcessIdentity {
@@ -54,6 +54,51 @@ export function signalReplicaGroup(id: ProcessIdentity, signal: NodeJS.Signals):
   } catch {
     return false;
   }
+}
+
+/**
+ * SIGKILLs what is left of a process group whose leader exited: processes tenant code started that
+ * ignored the SIGTERM. Members are found in /proc and signalled by pid, never by `kill(-pgid)`: an
+ * empty group's id may already be a new process's.
+ */
+export function killGroupMembers(pgid: number): number {
+  let killed = 0;
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || readProcStat(Number(entry))?.pgrp !== pgid) continue;
+    try {
+      process.kill(Number(entry), "SIGKILL");
+      killed += 1;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return killed;
+}
+
+/**
+ * SIGKILLs every process whose real uid is `uid`: a per-cluster user's processes, including those
+ * tenant code moved out of its replica's process group (setsid). Returns how many were signalled.
+ */
+export function killProcessesOfUser(uid: number): number {
+  let killed = 0;
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${entry}/status`, "utf8");
+    } catch {
+      continue;
+    }
+    const realUid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+    if (realUid !== String(uid)) continue;
+    try {
+      process.kill(Number(entry), "SIGKILL");
+      killed += 1;
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return killed;
 }
 
 /** CPUs this process may run on (`Cpus_allowed_list` of /proc/self/status), e.g. [0, 1, 2, 3]. */

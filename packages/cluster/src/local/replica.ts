@@ -7,6 +7,7 @@ import type { ReplicaLaunch } from "./launch.js";
 import { LogFileFollower, type ReplicaLogStream } from "./logs.js";
 import {
   isSameProcessAlive,
+  killGroupMembers,
   type ProcessIdentity,
   processIdentity,
   signalReplicaGroup,
@@ -36,6 +37,9 @@ export interface ReplicaRecord {
   restarts: number;
   quickCrashes: number;
   healthCheck: HealthCheckSettings;
+  /** The GPUs given to the replica and the share it asked for (restored on adoption). */
+  gpus: number;
+  gpuDevices: string[];
   failedReason?: string;
   /** Set once stopReplica began: the SIGKILL deadline (epoch ms). */
   stopDeadline?: number;
@@ -110,7 +114,11 @@ export class SupervisedReplica {
 
   /** Starts the first process of a new replica. */
   async start(): Promise<void> {
-    await this.spawnProcess();
+    try {
+      await this.spawnProcess();
+    } catch (err) {
+      this.failBeforeStart(`could not start: ${(err as Error).message}`);
+    }
   }
 
   /** Marks a replica that could not even be prepared (bad code, missing environment) as failed. */
@@ -169,6 +177,7 @@ export class SupervisedReplica {
     if (this.respawnTimer) clearTimeout(this.respawnTimer);
     this.loopTimer = this.respawnTimer = null;
     this.pollLogs();
+    for (const f of this.followers) f.close();
     this.child?.removeAllListeners("exit");
     this.child = null;
     if (this.phase !== "stopped") this.persist();
@@ -226,6 +235,9 @@ export class SupervisedReplica {
   private onExit(how: string): void {
     const r = this.record;
     this.pollLogs();
+    // Whatever tenant code started in the replica's group goes with it (a stray child could hold
+    // the port or memory, or outlive a stop by ignoring SIGTERM).
+    if (r.process) killGroupMembers(r.process.pid);
     this.child = null;
     r.process = null;
     if (r.stopDeadline !== undefined) {
@@ -262,6 +274,7 @@ export class SupervisedReplica {
   private finishStopped(): void {
     this.stopLoop();
     this.pollLogs();
+    for (const f of this.followers) f.close();
     this.setPhase("stopped", undefined);
     rmSync(this.dir, { recursive: true, force: true });
     this.hooks.forget();
@@ -388,7 +401,7 @@ export class SupervisedReplica {
   /** Writes replica.json atomically (0600: the launch environment may hold a handle token). */
   persist(): void {
     if (this.phase === "stopped" || !existsSync(this.dir)) return;
-    this.record.logOffsets = Object.fromEntries(this.followers.map((f) => [f.stream, f.offset]));
+    this.record.logOffsets = Object.fromEntries(this.followers.map((f) => [f.stream, f.resumeOffset]));
     const file = join(this.dir, "replica.json");
     writeFileSync(`${file}.tmp`, JSON.stringify(this.record), { mode: 0o600 });
     renameSync(`${file}.tmp`, file);

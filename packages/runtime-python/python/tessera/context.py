@@ -11,8 +11,8 @@ import contextvars
 import threading
 from typing import Any, Awaitable, Callable, List, Optional
 
-# How often a running request checks whether its client hung up. asyncio offers no callback for
-# a peer's half-close on a StreamReader without consuming data, so the runtime polls for EOF.
+# Where asyncio offers no way to wait for a peer's close without consuming data (see
+# _client_gone), a running request polls for EOF this often.
 DISCONNECT_POLL_S = 0.05
 
 
@@ -71,6 +71,29 @@ class ClientGone(Exception):
     """The client closed its connection before the handler finished."""
 
 
+async def _client_gone(reader: asyncio.StreamReader) -> bool:
+    """Resolves True once the client closed the connection, False if it sent more data instead
+    (a pipelined request: we stop watching rather than consume it)."""
+    if reader.at_eof():
+        return True
+    wait = getattr(reader, "_wait_for_data", None)
+    if wait is not None and not getattr(reader, "_buffer", b"x") and not getattr(reader, "_eof", True):
+        # StreamReader's own wait wakes on data, EOF or a lost connection, without reading.
+        try:
+            await wait("tessera_disconnect_watch")
+        except (ConnectionError, OSError):
+            return True
+        except RuntimeError:
+            pass  # someone else is waiting on the reader: fall back to polling
+        else:
+            return reader.at_eof()
+    while not reader.at_eof():
+        if getattr(reader, "_buffer", None):
+            return False
+        await asyncio.sleep(DISCONNECT_POLL_S)
+    return True
+
+
 async def serve_cancellable(reader: asyncio.StreamReader, request_id: str, serve: Callable[[], Awaitable[Any]]) -> Any:
     """Runs ``serve()`` (handler call + response) inside a fresh CallContext and cancels it if the
     client disconnects meanwhile: the handler task is cancelled, and handle calls made from worker
@@ -81,18 +104,27 @@ async def serve_cancellable(reader: asyncio.StreamReader, request_id: str, serve
         task = asyncio.ensure_future(serve())
     finally:
         _current.reset(token)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-        if done:
-            return task.result()
-        if reader.at_eof():
-            call.cancel()
-            task.cancel()
-            try:
-                await task
-            except BaseException:
-                pass
-            raise ClientGone()
+    watcher = asyncio.ensure_future(_client_gone(reader))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done() or watcher.cancelled() or watcher.exception() is not None or not watcher.result():
+            return await task
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        if not watcher.done():
+            # Wait for the cancellation to land: the reader's waiter slot must be free before the
+            # connection reads its next request.
+            watcher.cancel()
+            await asyncio.wait({watcher})
+    call.cancel()
+    task.cancel()
+    try:
+        await task
+    except BaseException:
+        pass
+    raise ClientGone()
 
 
 def run_in_context(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Callable[[], Any]:

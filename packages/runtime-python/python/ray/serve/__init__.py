@@ -6,7 +6,7 @@ from tessera.ray_serve import *  # noqa: F401,F403
 from tessera.ray_serve import __all__ as _names
 from tessera.ray_serve.errors import unsupported
 
-from . import exceptions, handle  # noqa: F401
+from . import config, exceptions, handle  # noqa: F401
 
 __all__ = list(_names)
 

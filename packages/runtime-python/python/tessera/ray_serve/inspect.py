@@ -19,13 +19,20 @@ from . import __all__ as SERVE_EXPORTS
 from .api import INGRESS_ATTR, Application
 from .errors import RayServeCompatError
 from .graph import ingress_kind, resolve_entry, walk
-from .stubs import StubFinder
+from .stubs import StubFinder, is_stub
 
 # Exported for old code but unsupported when called (they raise): reported as unsupported.
 _SERVE_REFUSED = {"status", "delete", "get_deployment", "list_deployments"}
-SERVE_SUPPORTED = (set(SERVE_EXPORTS) - _SERVE_REFUSED) | {"handle", "exceptions"}
+SERVE_SUPPORTED = (set(SERVE_EXPORTS) - _SERVE_REFUSED) | {"handle", "exceptions", "config"}
+RAY_MODULES = ("ray.serve", "ray.serve.handle", "ray.serve.exceptions", "ray.serve.config")
 RAY_SUPPORTED = {"serve", "init", "is_initialized", "shutdown", "get", "__version__"}
 MAX_SOURCE_FILES = 1000
+MAX_ROUTES = 1000
+# Tenant code runs here at deploy time: bounded, whatever it does. The address-space limit is
+# TESSERA_INSPECT_MEMORY_MB (0: none), as libraries like torch reserve much virtual memory.
+MEMORY_LIMIT_ENV = "TESSERA_INSPECT_MEMORY_MB"
+DEFAULT_MEMORY_LIMIT_MB = 4096
+CPU_LIMIT_S = 120
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
 
 
@@ -48,10 +55,13 @@ def describe(app: Application, handles: List[str]) -> Dict[str, Any]:
                         "options", problems)
     http = ingress_kind(target)
     routes: List[Dict[str, Any]] = []
-    if http == "asgi":
-        for r in getattr(getattr(target, INGRESS_ATTR), "routes", []):
-            if getattr(r, "path", None):
-                routes.append({"path": r.path, "methods": sorted(getattr(r, "methods", None) or [])})
+    asgi_app = getattr(target, INGRESS_ATTR, None) if http == "asgi" else None
+    if asgi_app is not None and not is_stub(asgi_app):
+        for r in list(getattr(asgi_app, "routes", None) or [])[:MAX_ROUTES]:
+            path = getattr(r, "path", None)
+            if isinstance(path, str):
+                methods = getattr(r, "methods", None)
+                routes.append({"path": path, "methods": sorted(str(m) for m in methods) if isinstance(methods, (set, list)) else []})
     batched = []
     if pyinspect.isclass(target):
         for name, member in vars(target).items():
@@ -106,6 +116,9 @@ def _scan(tree: ast.AST, rel: str) -> List[Dict[str, Any]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import) and any(a.name == "ray" or a.name.startswith("ray.") for a in node.names):
             uses_ray = True
+            for alias in node.names:
+                if alias.name.startswith("ray.") and alias.name not in RAY_MODULES:
+                    out.append({"call": alias.name, "file": rel, "line": node.lineno})
         elif isinstance(node, ast.ImportFrom) and node.module and (node.module == "ray" or node.module.startswith("ray.")):
             uses_ray = True
             for alias in node.names:
@@ -113,11 +126,15 @@ def _scan(tree: ast.AST, rel: str) -> List[Dict[str, Any]]:
                     out.append({"call": "ray.%s" % alias.name, "file": rel, "line": node.lineno})
                 elif node.module == "ray.serve" and alias.name not in SERVE_SUPPORTED:
                     out.append({"call": "ray.serve.%s" % alias.name, "file": rel, "line": node.lineno})
-                elif node.module.startswith("ray.") and node.module not in ("ray.serve", "ray.serve.handle", "ray.serve.exceptions"):
+                elif node.module.startswith("ray.") and node.module not in RAY_MODULES:
                     out.append({"call": node.module, "file": rel, "line": node.lineno})
     if not uses_ray:
         return []
     for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "options"
+                and any(k.arg == "stream" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                        for k in node.keywords)):
+            out.append({"call": "handle.options(stream=...)", "file": rel, "line": node.lineno})
         if not isinstance(node, ast.Attribute):
             continue
         base = node.value
@@ -203,7 +220,27 @@ def _error(code: str, message: str, tb: Optional[str] = None, calls: Optional[li
     return {"ok": False, "error": err, "unsupportedCalls": calls or []}
 
 
+def limit_resources() -> None:
+    try:
+        import resource
+
+        try:
+            memory_mb = int(os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT_MB)
+        except ValueError:
+            memory_mb = DEFAULT_MEMORY_LIMIT_MB
+        limits = [(resource.RLIMIT_CPU, CPU_LIMIT_S)]
+        if memory_mb > 0:
+            limits.append((resource.RLIMIT_AS, memory_mb * 1024 * 1024))
+        for kind, value in limits:
+            soft, hard = resource.getrlimit(kind)
+            cap = value if hard == resource.RLIM_INFINITY else min(value, hard)
+            resource.setrlimit(kind, (cap, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not on this platform: the caller's timeout still applies
+
+
 def main() -> None:
+    limit_resources()
     out = sys.stdout
     sys.stdout = sys.stderr  # the module's prints must not corrupt the JSON
     if len(sys.argv) != 2:

@@ -37,11 +37,22 @@ class _StubMeta(type):
     def __getitem__(cls, item: Any) -> Any:
         return cls
 
+    def __iter__(cls) -> Any:
+        # Without it iteration falls back to __getitem__(0), (1)... and never ends.
+        return iter(())
+
+    def __len__(cls) -> int:
+        return 0
+
     def __or__(cls, other: Any) -> Any:
         return cls
 
     __ror__ = __or__
 
+
+
+def is_stub(value: Any) -> bool:
+    return isinstance(value, type) and _MARK in value.__dict__
 
 
 def stub_class(name: str) -> Any:
