@@ -10,6 +10,13 @@ export type EnvironmentBuildState =
   | { state: "ready"; handle: EnvironmentHandle }
   | { state: "failed"; reason: string; failedAt: number };
 
+/** Who a build is metered to (`build_seconds`): the revision whose rollout needed it. */
+export interface BuildCharge {
+  orgId: string;
+  deploymentId: string;
+  revisionId: string;
+}
+
 interface Build {
   status: EnvironmentBuildState;
   done: Promise<void>;
@@ -34,12 +41,18 @@ export class EnvironmentBuilds {
    * The build's state, starting it when none is known here. A failed build is retried only for
    * work that started after it failed (`notBefore`, epoch ms), so one revision sees one failure.
    */
-  ensure(driver: ClusterDriver, clusterId: string, hash: string, notBefore: number): EnvironmentBuildState {
+  ensure(
+    driver: ClusterDriver,
+    clusterId: string,
+    hash: string,
+    notBefore: number,
+    chargeTo?: BuildCharge,
+  ): EnvironmentBuildState {
     const key = `${clusterId}:${hash}`;
     const known = this.builds.get(key);
     if (known && !(known.status.state === "failed" && known.status.failedAt < notBefore)) return known.status;
     const build: Build = { status: { state: "building" }, done: Promise.resolve() };
-    build.done = this.run(driver, clusterId, hash).then(
+    build.done = this.run(driver, clusterId, hash, chargeTo).then(
       (handle) => {
         build.status = { state: "ready", handle };
       },
@@ -69,8 +82,16 @@ export class EnvironmentBuilds {
     await Promise.all([...this.builds.values()].map((b) => b.done));
   }
 
-  /** Build time is charged to the organisation whose cluster asked for the environment. */
-  private async meterBuild(clusterId: string, hash: string, buildMs: number): Promise<void> {
+  /**
+   * Build time is charged to the organisation whose cluster asked for the environment, and to the
+   * deployment and revision whose rollout needed it when known.
+   */
+  private async meterBuild(
+    clusterId: string,
+    hash: string,
+    buildMs: number,
+    chargeTo: BuildCharge | undefined,
+  ): Promise<void> {
     try {
       const [cluster] = await this.db
         .select({ orgId: clusters.orgId })
@@ -82,6 +103,8 @@ export class EnvironmentBuilds {
         {
           id: `build:${clusterId}:${hash}:${at.getTime()}`,
           orgId: cluster.orgId,
+          deploymentId: chargeTo?.deploymentId ?? null,
+          revisionId: chargeTo?.revisionId ?? null,
           kind: "build_seconds",
           quantity: buildMs / 1000,
           at,
@@ -93,7 +116,12 @@ export class EnvironmentBuilds {
     }
   }
 
-  private async run(driver: ClusterDriver, clusterId: string, hash: string): Promise<EnvironmentHandle> {
+  private async run(
+    driver: ClusterDriver,
+    clusterId: string,
+    hash: string,
+    chargeTo: BuildCharge | undefined,
+  ): Promise<EnvironmentHandle> {
     const [row] = await this.db.select().from(environments).where(eq(environments.hash, hash));
     if (!row) throw new Error(`environment ${hash} is not recorded`);
     const spec = environmentSpec.safeParse(row.spec);
@@ -113,7 +141,7 @@ export class EnvironmentBuilds {
         .update(environments)
         .set({ state: "ready", path: handle.location, finishedAt: new Date() })
         .where(eq(environments.hash, hash));
-      if (handle.buildMs !== undefined) await this.meterBuild(clusterId, hash, handle.buildMs);
+      if (handle.buildMs !== undefined) await this.meterBuild(clusterId, hash, handle.buildMs, chargeTo);
       return handle;
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
