@@ -15,6 +15,7 @@ const server = new FakeApiServer();
 let platform: TestPlatform;
 let provisioner: Provisioner;
 let api: Awaited<ReturnType<TestPlatform["user"]>>["api"];
+let operator: Awaited<ReturnType<TestPlatform["user"]>>["api"];
 let orgId: string;
 let clusterId: string;
 let applicationId: string;
@@ -84,18 +85,9 @@ beforeAll(async () => {
   const u = await platform.user("ops@example.com");
   api = u.api;
   orgId = u.orgId;
-  const created = await api.clusters.create({ orgId, name: "eu-1", driver: "kubernetes" });
-  clusterId = created.cluster.id;
-  // Where the operator points this cluster (before any provisioner takes the provision job).
-  await db()
-    .update(clusters)
-    .set({ driverConfig: { kubeconfig: server.kubeconfig() } })
-    .where(eq(clusters.id, clusterId));
+  operator = (await platform.user("operator@example.com", { platformAdmin: true })).api;
   provisioner = platform.startProvisioner();
   await provisioner.ready;
-  const [org] = await api.orgs.list();
-  ns = namespaceName(org!.slug, clusterId);
-  applicationId = (await api.applications.create({ orgId, clusterId, name: APP })).id;
 });
 
 afterAll(async () => {
@@ -107,6 +99,35 @@ describe("controller on the kubernetes driver", () => {
   let depId: string;
   let v1: string;
   let v2: string;
+
+  it("a tenant's kubernetes cluster waits for the operator's driver config; only operators may set it", async () => {
+    const created = await api.clusters.create({ orgId, name: "eu-1", driver: "kubernetes" });
+    clusterId = created.cluster.id;
+    const [org] = await api.orgs.list();
+    ns = namespaceName(org!.slug, clusterId);
+    if (!process.env.KUBERNETES_SERVICE_HOST) {
+      // No kubeconfig and not inside a pod: the reason says so, and nothing was created.
+      const failed = await waitFor("provisioning to fail", async () => {
+        const [c] = await db().select().from(clusters).where(eq(clusters.id, clusterId));
+        return c?.state === "failed" ? c : undefined;
+      });
+      expect(failed.stateReason).toMatch(/kubeconfig/);
+      expect(server.get("namespaces", undefined, ns)).toBeUndefined();
+    }
+    const driverConfig = { kubeconfig: server.kubeconfig(), drainTimeoutS: 5 };
+    await expect(api.admin.setClusterDriverConfig({ clusterId, driverConfig })).rejects.toMatchObject({
+      code: "FORBIDDEN",
+    });
+    await expect(
+      operator.admin.setClusterDriverConfig({ clusterId, driverConfig: { kubeconfig: "x", shell: "rm" } }),
+    ).rejects.toMatchObject({ code: "BAD_REQUEST" });
+    await operator.admin.setClusterDriverConfig({ clusterId, driverConfig });
+    // The tenant's view never carries the credential.
+    const seen = await api.clusters.get({ orgId, clusterId });
+    expect(JSON.stringify(seen)).not.toContain("test-token");
+    expect(seen).not.toHaveProperty("driverConfig");
+    applicationId = (await api.applications.create({ orgId, clusterId, name: APP })).id;
+  });
 
   it("provisions the tenant namespace with its guard rails, all schema-valid", async () => {
     const row = await waitFor("cluster ready", async () => {

@@ -78,6 +78,8 @@ export class Controller {
   private readonly db: Database;
   private readonly log: Log;
   private readonly drivers = new Map<string, ClusterDriver>();
+  /** The driver and driver config each cached driver was made from. */
+  private readonly driverMadeFor = new Map<string, string>();
   private readonly watched = new Map<ClusterDriver, () => void>();
   private readonly locks = new Map<string, Promise<void>>();
   private readonly kicks = new Map<string, NodeJS.Timeout>();
@@ -164,10 +166,13 @@ export class Controller {
   // ------------------------------------------------------------------ clusters
 
   private driverOf(cluster: ClusterRow): ClusterDriver {
+    const madeFor = JSON.stringify([cluster.driver, cluster.driverConfig]);
+    if (this.driverMadeFor.get(cluster.id) !== madeFor) this.forgetDriver(cluster.id);
     let driver = this.drivers.get(cluster.id);
     if (!driver) {
       driver = this.options.driverFor(cluster);
       this.drivers.set(cluster.id, driver);
+      this.driverMadeFor.set(cluster.id, madeFor);
       if (!this.watched.has(driver))
         this.watched.set(
           driver,
@@ -175,6 +180,20 @@ export class Controller {
         );
     }
     return driver;
+  }
+
+  /**
+   * An operator changed where the cluster runs (its driver config): the next call makes a new
+   * driver from the row. The old one is released unless another cluster still uses it.
+   */
+  private forgetDriver(clusterId: string): void {
+    const old = this.drivers.get(clusterId);
+    this.drivers.delete(clusterId);
+    this.driverMadeFor.delete(clusterId);
+    if (!old || [...this.drivers.values()].includes(old)) return;
+    this.watched.get(old)?.();
+    this.watched.delete(old);
+    old.close().catch((err) => this.log("warn", "closing a replaced driver failed", { err: String(err) }));
   }
 
   private async clusterRow(clusterId: string): Promise<ClusterRow | undefined> {
