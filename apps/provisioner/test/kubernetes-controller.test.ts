@@ -118,8 +118,10 @@ describe("controller on the kubernetes driver", () => {
     await expect(api.admin.setClusterDriverConfig({ clusterId, driverConfig })).rejects.toMatchObject({
       code: "FORBIDDEN",
     });
+    // Unknown keys are refused, not stored: a typo must not silently fall back to a default.
+    const withUnknownKey = { kubeconfig: "x", shell: "rm" };
     await expect(
-      operator.admin.setClusterDriverConfig({ clusterId, driverConfig: { kubeconfig: "x", shell: "rm" } }),
+      operator.admin.setClusterDriverConfig({ clusterId, driverConfig: withUnknownKey }),
     ).rejects.toMatchObject({ code: "BAD_REQUEST" });
     await operator.admin.setClusterDriverConfig({ clusterId, driverConfig });
     // The tenant's view never carries the credential.
@@ -202,6 +204,21 @@ describe("controller on the kubernetes driver", () => {
     expect(ids).toEqual([left!.id]);
   });
 
+  it("a restarted provisioner adopts the running pods instead of starting new ones", async () => {
+    const workload = workloadName(APP, DEP, 1);
+    const [before] = await activeReplicas(depId);
+    const podNames = podsOf(workload).map((p) => p.metadata.name);
+    await provisioner.close({ force: true });
+    provisioner = platform.startProvisioner();
+    await provisioner.ready;
+    const up = await api.deployments.updateScaling({ orgId, deploymentId: depId, numReplicas: 2 });
+    expect((await jobDone(up.jobId)).state).toBe("succeeded");
+    const ready = await readyOnPods(depId, v1, workload, 2);
+    expect(ready.map((r) => r.id)).toContain(before!.id);
+    expect(ready.find((r) => r.id === before!.id)?.address).toBe(before!.address);
+    expect(podsOf(workload).map((p) => p.metadata.name)).toEqual(expect.arrayContaining(podNames));
+  });
+
   it("a new revision rolls out as its own Deployment; the old one is removed once it is live", async () => {
     const r = await api.deployments.deploy({
       orgId,
@@ -239,6 +256,44 @@ describe("controller on the kubernetes driver", () => {
       const [r] = await db().select().from(replicas).where(eq(replicas.id, replicaId));
       return r?.state === "ready" && r.restarts >= 1 ? r : undefined;
     });
+  });
+
+  it("re-pointing a cluster at another Kubernetes API provisions it there with a new driver", async () => {
+    const other = new FakeApiServer();
+    await other.start();
+    try {
+      const c = await api.clusters.create({ orgId, name: "eu-2", driver: "kubernetes" });
+      const [org] = await api.orgs.list();
+      const ns2 = namespaceName(org!.slug, c.cluster.id);
+      await operator.admin.setClusterDriverConfig({
+        clusterId: c.cluster.id,
+        driverConfig: { kubeconfig: server.kubeconfig() },
+      });
+      await waitFor("eu-2 on the first API", () => server.get("namespaces", undefined, ns2));
+      await waitFor("eu-2 ready", async () => {
+        const [row] = await db().select().from(clusters).where(eq(clusters.id, c.cluster.id));
+        return row?.state === "ready" ? row : undefined;
+      });
+      await operator.admin.setClusterDriverConfig({
+        clusterId: c.cluster.id,
+        driverConfig: { kubeconfig: other.kubeconfig() },
+      });
+      await waitFor("eu-2 provisioned again", async () => {
+        const [row] = await db().select().from(clusters).where(eq(clusters.id, c.cluster.id));
+        return row?.state === "ready" ? row : undefined;
+      });
+      expect(other.get("namespaces", undefined, ns2)).toBeDefined();
+      for (const [resource, name] of [
+        ["resourcequotas", "tessera-quota"],
+        ["networkpolicies", "tessera-gateway-only"],
+      ] as const)
+        validateK8s(other.get(resource, ns2, name) as never);
+      const del = await api.clusters.delete({ orgId, clusterId: c.cluster.id });
+      expect((await jobDone(del.jobId)).state).toBe("succeeded");
+      expect(other.get("namespaces", undefined, ns2)).toBeUndefined();
+    } finally {
+      await other.stop();
+    }
   });
 
   it("deleting the deployment, then the application and cluster, cascades through Kubernetes", async () => {

@@ -301,6 +301,21 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     expect(events.some((e) => e.replicaId === "v2-a" && e.phase === "draining")).toBe(true);
   });
 
+  it("a driver whose last listener unsubscribes closes its watch, and watches again on the next subscribe", async () => {
+    const d = newDriver();
+    const baseline = server.openWatches;
+    const seen: ReplicaEvent[] = [];
+    const unsubscribe = d.watch((e) => seen.push(e));
+    await waitFor("watch open", () => server.openWatches === baseline + 1);
+    unsubscribe();
+    await waitFor("watch closed", () => server.openWatches === baseline);
+    const again = d.watch((e) => seen.push(e));
+    await waitFor("watch open again", () => server.openWatches === baseline + 1);
+    again();
+    await d.close();
+    await waitFor("watch closed after close", () => server.openWatches === baseline);
+  });
+
   it("stopping the last replica of a revision deletes its Deployment, pods and code; the Service goes with the last revision", async () => {
     const v2 = workloadName("custom-service", "dedupe", 2);
     await driver.stopReplica(cluster.clusterId, "v2-b");

@@ -183,8 +183,9 @@ export class Controller {
   }
 
   /**
-   * An operator changed where the cluster runs (its driver config): the next call makes a new
-   * driver from the row. The old one is released unless another cluster still uses it.
+   * The cluster is gone, or an operator changed where it runs (its driver config): the next call
+   * makes a driver from the row again. The old one is unsubscribed unless another cluster still
+   * uses it (the factory may share one driver between clusters, so it is never closed here).
    */
   private forgetDriver(clusterId: string): void {
     const old = this.drivers.get(clusterId);
@@ -193,7 +194,6 @@ export class Controller {
     if (!old || [...this.drivers.values()].includes(old)) return;
     this.watched.get(old)?.();
     this.watched.delete(old);
-    old.close().catch((err) => this.log("warn", "closing a replaced driver failed", { err: String(err) }));
   }
 
   private async clusterRow(clusterId: string): Promise<ClusterRow | undefined> {
@@ -242,6 +242,8 @@ export class Controller {
       .set({ state: "stopped", stoppedAt: new Date(), stateReason: "cluster deleted" })
       .where(and(eq(replicas.clusterId, clusterId), inArray(replicas.state, ACTIVE_REPLICA_STATES)));
     await this.db.update(clusters).set({ state: "deleted" }).where(eq(clusters.id, clusterId));
+    // Its driver (and the watch it holds) has nothing left to serve.
+    this.forgetDriver(clusterId);
   }
 
   /** Builds (or finds) an environment on a cluster ahead of the replicas that will need it. */

@@ -156,6 +156,11 @@ export class FakeApiServer {
   }
 
   /** End every open watch stream (as an apiserver does on timeout or restart). */
+  /** Watch streams a client holds open right now. */
+  get openWatches(): number {
+    return this.watchers.size;
+  }
+
   closeWatches(): void {
     for (const w of this.watchers) w.res.end();
     this.watchers.clear();
