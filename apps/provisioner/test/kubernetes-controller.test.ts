@@ -1,5 +1,5 @@
 import { namespaceName, workloadName } from "@tessera/cluster";
-import { FakeApiServer, validateK8s } from "@tessera/cluster/testing";
+import { driverCalls, FakeApiServer, provisionerRbacGrants, validateK8s } from "@tessera/cluster/testing";
 import { applications, clusters, deployments, jobs, replicas } from "@tessera/db";
 import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -320,5 +320,12 @@ describe("controller on the kubernetes driver", () => {
     expect(server.list("configmaps", ns)).toEqual([]);
     const [c] = await db().select().from(clusters).where(eq(clusters.id, clusterId));
     expect(c?.state).toBe("deleted");
+  });
+
+  it("every Kubernetes call the controller's work caused is granted by the provisioner's RBAC", () => {
+    const granted = provisionerRbacGrants();
+    const used = driverCalls(server.seen);
+    expect(used.length).toBeGreaterThan(10);
+    expect(used.filter((u) => !granted.has(u))).toEqual([]);
   });
 });

@@ -1,7 +1,6 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadAllYaml } from "@kubernetes/client-node";
 import { deploymentConfig, environmentHash } from "@tessera/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ReplicaEvent, ReplicaSpec } from "../src/driver.js";
@@ -9,6 +8,7 @@ import { createDriver } from "../src/factory.js";
 import { KubernetesDriver, loadKubeConfig, namespaceName, workloadName } from "../src/kubernetes/index.js";
 import { FakeApiServer } from "./support/fake-apiserver.js";
 import { validateK8s } from "./support/k8s-validate.js";
+import { driverCalls, provisionerRbacGrants } from "./support/rbac.js";
 import { waitFor } from "./support/wait-for.js";
 
 const cluster = {
@@ -344,15 +344,8 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
   });
 
   it("the provisioner's RBAC grants every (verb, resource) the driver used, and nothing it did not", () => {
-    const docs = loadAllYaml(
-      readFileSync(new URL("../../../infra/k8s/base/provisioner-rbac.yaml", import.meta.url), "utf8"),
-    );
-    const role = docs.find((d) => d?.kind === "ClusterRole" && d.metadata.name === "tessera-provisioner");
-    expect(role).toBeDefined();
-    const granted = new Set<string>();
-    for (const rule of role.rules)
-      for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${v} ${r}`);
-    const used = [...server.seen].filter((s) => !s.endsWith(" replicasets"));
+    const granted = provisionerRbacGrants();
+    const used = driverCalls(server.seen);
     const missing = used.filter((u) => !granted.has(u));
     expect(missing).toEqual([]);
     // Exactly: a grant the driver never exercised is either a test gap or excess privilege.

@@ -4,3 +4,4 @@
  */
 export { FakeApiServer } from "./fake-apiserver.js";
 export { validateK8s } from "./k8s-validate.js";
+export { driverCalls, provisionerRbacGrants } from "./rbac.js";
