@@ -1,6 +1,6 @@
 import { namespaceName, workloadName } from "@tessera/cluster";
 import { driverCalls, FakeApiServer, provisionerRbacGrants, validateK8s } from "@tessera/cluster/testing";
-import { applications, clusters, deployments, jobs, replicas } from "@tessera/db";
+import { applications, auditLog, clusters, deployments, jobs, replicas } from "@tessera/db";
 import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defaultDriverFactory, type Provisioner } from "../src/index.js";
@@ -124,6 +124,19 @@ describe("controller on the kubernetes driver", () => {
       operator.admin.setClusterDriverConfig({ clusterId, driverConfig: withUnknownKey }),
     ).rejects.toMatchObject({ code: "BAD_REQUEST" });
     await operator.admin.setClusterDriverConfig({ clusterId, driverConfig });
+    const [audit] = await db()
+      .select()
+      .from(auditLog)
+      .where(and(eq(auditLog.action, "admin.setClusterDriverConfig"), eq(auditLog.targetId, clusterId)));
+    expect(audit?.orgId).toBe(orgId);
+    expect(audit?.details).toMatchObject({ driverConfigKeys: ["kubeconfig", "drainTimeoutS"] });
+    expect(JSON.stringify(audit?.details)).not.toContain("test-token");
+    await expect(
+      operator.admin.setClusterDriverConfig({
+        clusterId: "00000000-0000-4000-8000-000000000000",
+        driverConfig,
+      }),
+    ).rejects.toMatchObject({ code: "NOT_FOUND" });
     // The tenant's view never carries the credential.
     const seen = await api.clusters.get({ orgId, clusterId });
     expect(JSON.stringify(seen)).not.toContain("test-token");
