@@ -91,6 +91,18 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     expect(() =>
       createDriver({ driver: "kubernetes", driverConfig: { kubeconfig: "/no/such/file" } }),
     ).toThrow(expect.objectContaining({ code: "VALIDATION_FAILED" }));
+    // The same contract the operator API checks: a typo is an error, not a silent default.
+    expect(() =>
+      createDriver({
+        driver: "kubernetes",
+        driverConfig: { kubeconfig: server.kubeconfig(), envStorgeClass: "nfs" },
+      }),
+    ).toThrow(
+      expect.objectContaining({
+        code: "VALIDATION_FAILED",
+        message: expect.stringMatching(/envStorgeClass/),
+      }),
+    );
   });
 
   it("provisions the namespace and its guard rails, and a second provision changes nothing", async () => {
