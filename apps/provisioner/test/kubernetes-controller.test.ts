@@ -1,6 +1,6 @@
 import { namespaceName, workloadName } from "@tessera/cluster";
 import { driverCalls, FakeApiServer, provisionerRbacGrants, validateK8s } from "@tessera/cluster/testing";
-import { applications, auditLog, clusters, deployments, jobs, replicas } from "@tessera/db";
+import { applications, auditLog, clusters, deployments, jobs, replicas, revisions } from "@tessera/db";
 import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { defaultDriverFactory, type Provisioner } from "../src/index.js";
@@ -269,6 +269,43 @@ describe("controller on the kubernetes driver", () => {
       const [r] = await db().select().from(replicas).where(eq(replicas.id, replicaId));
       return r?.state === "ready" && r.restarts >= 1 ? r : undefined;
     });
+  });
+
+  it("a revision whose pods crash-loop fails with the reason, and the live one keeps serving", async () => {
+    const live = await readyOnPods(depId, v2, workloadName(APP, DEP, 2), 2);
+    server.autoReady = false;
+    try {
+      const r = await api.deployments.deploy({
+        orgId,
+        applicationId,
+        name: DEP,
+        config: config(2),
+        code: code(3),
+        prevVersion: 2,
+      });
+      const workload = workloadName(APP, DEP, 3);
+      await waitFor("a v3 pod crash-looping", () => {
+        const pods = podsOf(workload);
+        for (const p of pods)
+          if (p.status?.containerStatuses?.[0]?.state?.waiting?.reason !== "CrashLoopBackOff")
+            server.crashLoop(ns, p.metadata.name);
+        return pods.length > 0;
+      });
+      const job = await jobDone(r.jobId);
+      expect(job.state).toBe("failed");
+      const [failed] = await db().select().from(revisions).where(eq(revisions.id, r.revision.id));
+      expect(failed).toMatchObject({ state: "failed" });
+      expect(failed?.failureReason).toMatch(/CrashLoopBackOff/);
+      const [row] = await db().select().from(deployments).where(eq(deployments.id, depId));
+      expect(row).toMatchObject({ liveRevisionId: v2 });
+      await waitFor("v3 Deployment removed", () =>
+        server.get("deployments", ns, workload) === undefined ? true : undefined,
+      );
+    } finally {
+      server.autoReady = true;
+    }
+    const still = await readyOnPods(depId, v2, workloadName(APP, DEP, 2), 2);
+    expect(still.map((r) => r.id).sort()).toEqual(live.map((r) => r.id).sort());
   });
 
   it("re-pointing a cluster at another Kubernetes API provisions it there with a new driver", async () => {
