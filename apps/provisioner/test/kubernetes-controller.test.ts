@@ -167,6 +167,15 @@ describe("controller on the kubernetes driver", () => {
     }
   });
 
+  it("a quota change through the API is applied to the namespace's ResourceQuota", async () => {
+    const quota = { cpus: 6, memoryMb: 8192, gpus: 0, maxReplicas: 12 };
+    const r = await api.clusters.update({ orgId, clusterId, quota });
+    expect((await jobDone(r.jobId)).state).toBe("succeeded");
+    const stored = server.get("resourcequotas", ns, "tessera-quota");
+    expect(stored?.spec.hard).toMatchObject({ "requests.cpu": "6000m", pods: "12" });
+    validateK8s(stored as never);
+  });
+
   it("deploys through the API: a Deployment and Service per revision, replicas ready on pod addresses", async () => {
     const r = await api.deployments.deploy({
       orgId,
