@@ -2,10 +2,12 @@
  * `pnpm bench [name...]`: runs the named benchmarks (all when none is named) and prints their
  * figures. Benchmarks are measurements, never tests: nothing here asserts a timing.
  */
+import { benchAutoscaling, printAutoscalingFigures } from "./autoscaling.js";
 import { benchGateway, printBenchRows } from "./gateway.js";
 
 const BENCHMARKS: Record<string, () => Promise<void>> = {
   gateway: async () => printBenchRows("gateway overhead: ts-dataframe /deduplicate", await benchGateway()),
+  autoscaling: async () => printAutoscalingFigures(await benchAutoscaling()),
 };
 
 const wanted = process.argv.slice(2);

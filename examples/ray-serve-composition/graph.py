@@ -19,7 +19,7 @@ class Preprocessor:
 @serve.deployment(
     autoscaling_config={"min_replicas": 0, "max_replicas": 4, "target_ongoing_requests": 2,
                         "upscale_delay_s": 1, "downscale_delay_s": 30},
-    ray_actor_options={"num_cpus": 0.5, "num_gpus": 0.25},
+    ray_actor_options={"num_cpus": 0.5, "memory": 300 * 1024 * 1024},
     max_ongoing_requests=8,
 )
 class LengthModel:

@@ -25,6 +25,8 @@ export interface ApiKeyVerifierOptions {
   negativeTtlMs?: number;
   maxEntries?: number;
   lastUsedFlushMs?: number;
+  /** Deadline of database calls (default DB_CALL_TIMEOUT_MS; a key lookup gets at most 3 s). */
+  dbTimeoutMs?: number;
   log: Log;
 }
 
@@ -109,7 +111,11 @@ export class ApiKeyVerifier {
         .from(apiKeys)
         .innerJoin(organisations, eq(organisations.id, apiKeys.orgId))
         .where(and(eq(apiKeys.prefix, prefix), isNull(apiKeys.revokedAt)));
-      rows = await withTimeout(query, LOOKUP_TIMEOUT_MS, "API key lookup");
+      rows = await withTimeout(
+        query,
+        Math.min(LOOKUP_TIMEOUT_MS, this.options.dbTimeoutMs ?? LOOKUP_TIMEOUT_MS),
+        "API key lookup",
+      );
     } catch (err) {
       if (stale) {
         // Keep answering from the last verdict; ask the database again after a short pause.
@@ -150,7 +156,7 @@ export class ApiKeyVerifier {
       try {
         await withTimeout(
           this.db.update(apiKeys).set({ lastUsedAt: sql`now()` }).where(inArray(apiKeys.id, ids)),
-          DB_CALL_TIMEOUT_MS,
+          this.options.dbTimeoutMs ?? DB_CALL_TIMEOUT_MS,
           "recording API key use",
         );
       } catch (err) {

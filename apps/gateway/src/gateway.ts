@@ -24,6 +24,14 @@ import { Router } from "./router.js";
 import { applicationKey, type DeploymentRoute, RoutingTable } from "./routing-table.js";
 import { UsageRecorder } from "./usage-recorder.js";
 
+export interface RequestAdmission {
+  admit(
+    orgId: string,
+  ):
+    | { ok: true }
+    | { ok: false; code: "RATE_LIMITED" | "PAYMENT_REQUIRED"; message: string; retryAfterS?: number };
+}
+
 export interface GatewayOptions {
   db: Database;
   redisUrl: string;
@@ -42,6 +50,13 @@ export interface GatewayOptions {
   loadReportMs?: number;
   /** Usage events flush period (default 1 s). */
   usageFlushMs?: number;
+  /** Deadline of every Postgres call (default 10 s): a hung database must stall nothing. */
+  dbTimeoutMs?: number;
+  /**
+   * Plan enforcement for `/v1` requests (`OrgAdmission` of @tessera/billing): a refused request is
+   * answered RATE_LIMITED / PAYMENT_REQUIRED and never metered. Absent: every plan is unlimited.
+   */
+  admission?: RequestAdmission;
   log?: Log;
 }
 
@@ -116,6 +131,28 @@ export function splitTarget(
   return { parts, rest: rest === "" ? "/" : rest[0] === "?" ? `/${rest}` : rest };
 }
 
+const RUNTIME_PREFIX_RE = /^\/+-(\/|$)/;
+
+/**
+ * `/-/...` are the runtimes' own endpoints (stats, handle method calls): never public. Checked
+ * the way either runtime could read the path: dot segments and backslashes resolved (node's URL
+ * parser), percent-escapes decoded (python's unquote).
+ */
+export function reachesRuntimeEndpoint(rest: string): boolean {
+  const query = rest.indexOf("?");
+  const raw = query < 0 ? rest : rest.slice(0, query);
+  if (!/[-%.\\]/.test(raw)) return false;
+  const resolved = new URL(raw, "http://replica").pathname;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(resolved);
+  } catch {
+    return true; // undecodable escapes: refuse rather than guess how a runtime reads them
+  }
+  // Backslashes read as slashes too: no runtime does today, but a path like that has no business here.
+  return [raw, resolved, decoded].some((p) => RUNTIME_PREFIX_RE.test(p.replaceAll("\\", "/")));
+}
+
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   const declared = req.headers["content-length"];
   if (declared !== undefined && Number(declared) > limit) return Promise.reject(tooLarge(limit));
@@ -169,7 +206,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     redisWarned = false;
   });
 
-  const table = new RoutingTable(options.db, { refreshIntervalMs: options.routingRefreshMs, log });
+  const table = new RoutingTable(options.db, {
+    refreshIntervalMs: options.routingRefreshMs,
+    dbTimeoutMs: options.dbTimeoutMs,
+    log,
+  });
   const router = new Router({
     coldStartTimeoutMs: (options.coldStartTimeoutS ?? 60) * 1000,
     onWake: (deploymentId) => {
@@ -180,8 +221,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     onStarved: () => void table.refresh(),
   });
   table.onChange((snapshot) => router.update(snapshot));
-  const apiKeys = new ApiKeyVerifier(options.db, { log });
-  const usage = new UsageRecorder(options.db, { log, flushIntervalMs: options.usageFlushMs });
+  const apiKeys = new ApiKeyVerifier(options.db, { log, dbTimeoutMs: options.dbTimeoutMs });
+  const usage = new UsageRecorder(options.db, {
+    log,
+    flushIntervalMs: options.usageFlushMs,
+    dbTimeoutMs: options.dbTimeoutMs,
+  });
   const metrics = new GatewayMetrics(router);
   const proxy = new ReplicaProxy(router);
   const reporter = new LoadReporter(redis, prefix, id, router, log, options.loadReportMs);
@@ -251,6 +296,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         // Compared before any lookup: another organisation's names are neither served nor confirmed.
         if (identity.orgSlug !== org)
           throw new TesseraError("FORBIDDEN", `this API key belongs to another organisation than ${org}`);
+        const admitted = options.admission?.admit(identity.orgId) ?? { ok: true };
+        if (!admitted.ok) {
+          if (admitted.retryAfterS !== undefined) res.setHeader("retry-after", String(admitted.retryAfterS));
+          throw new TesseraError(admitted.code, admitted.message);
+        }
         orgId = identity.orgId;
         const app = table.snapshot.applications.get(applicationKey(org, appName));
         if (!app || app.orgId !== identity.orgId)
@@ -260,9 +310,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
             "NOT_FOUND",
             `application ${appName} has no ingress deployment to serve requests`,
           );
-        // `/-/...` are the runtime's own endpoints (stats, handle method calls): never public.
-        if (target.rest.startsWith("/-/"))
-          throw new TesseraError("NOT_FOUND", `no route ${target.rest.split("?")[0]}`);
+        if (reachesRuntimeEndpoint(target.rest))
+          throw new TesseraError("NOT_FOUND", `no route ${target.rest.split("?", 1)[0]}`);
         route = app.ingress;
         path = target.rest;
       } else {

@@ -1,8 +1,11 @@
 /**
  * The gateway process: `pnpm --filter @tessera/gateway start`. Configuration from the environment:
  * DATABASE_URL, REDIS_URL, REDIS_PREFIX, GATEWAY_PORT (8080), GATEWAY_HOST (127.0.0.1),
- * TESSERA_HANDLE_SECRET, TESSERA_COLD_START_TIMEOUT_S (60), TESSERA_METRICS_TOKEN.
+ * TESSERA_HANDLE_SECRET, TESSERA_COLD_START_TIMEOUT_S (60), TESSERA_METRICS_TOKEN; plans are
+ * enforced (rate limits, monthly requests, failed payments) with STRIPE_SECRET_KEY or
+ * TESSERA_ENFORCE_PLAN_LIMITS=1, as the API does for deploys.
  */
+import { OrgAdmission } from "@tessera/billing";
 import { DEFAULT_REDIS_PREFIX, HANDLE_SECRET_ENV } from "@tessera/core";
 import { connect } from "@tessera/db";
 import { createGateway } from "./gateway.js";
@@ -20,6 +23,7 @@ function numberEnv(name: string, fallback: number): number {
 }
 
 const handle = connect(process.env.DATABASE_URL);
+const enforcePlans = !!process.env.STRIPE_SECRET_KEY || process.env.TESSERA_ENFORCE_PLAN_LIMITS === "1";
 const gateway = await createGateway({
   db: handle.db,
   redisUrl: process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
@@ -29,6 +33,7 @@ const gateway = await createGateway({
   handleSecret: process.env[HANDLE_SECRET_ENV] || undefined,
   coldStartTimeoutS: numberEnv("TESSERA_COLD_START_TIMEOUT_S", 60),
   metricsToken: process.env.TESSERA_METRICS_TOKEN || undefined,
+  admission: enforcePlans ? new OrgAdmission(handle.db, { log: jsonLog }) : undefined,
 });
 if (!process.env[HANDLE_SECRET_ENV])
   jsonLog("warn", `${HANDLE_SECRET_ENV} is not set: handle calls will be refused`);

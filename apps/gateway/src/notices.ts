@@ -1,4 +1,4 @@
-import { type PlatformNotice, type PlatformNotifier, redisKeys } from "@tessera/core";
+import { redisKeys } from "@tessera/core";
 import { Redis } from "ioredis";
 import type { Log } from "./log.js";
 
@@ -47,17 +47,5 @@ export function subscribeNotices(
     async close() {
       subscriber.disconnect();
     },
-  };
-}
-
-/**
- * The publishing side, for the API and the provisioner: turns a PlatformNotice into the message
- * the gateways listen for. Failures are the caller's to log (gateways also reload periodically).
- */
-export function redisNotifier(redis: Redis, prefix: string): PlatformNotifier {
-  const keys = redisKeys(prefix);
-  return async (notice: PlatformNotice) => {
-    if (notice.kind === "apiKeyRevoked") await redis.publish(keys.apiKeysChanged, notice.prefix);
-    else await redis.publish(keys.routingChanged, notice.deploymentId);
   };
 }

@@ -225,6 +225,8 @@ export async function loadRoutingSnapshot(db: Database): Promise<RoutingSnapshot
 export interface RoutingTableOptions {
   /** Full reload period: the safety net for lost pub/sub notices. */
   refreshIntervalMs?: number;
+  /** Deadline of one reload (default DB_CALL_TIMEOUT_MS). */
+  dbTimeoutMs?: number;
   log: Log;
 }
 
@@ -287,7 +289,7 @@ export class RoutingTable {
     try {
       this.snapshot = await withTimeout(
         loadRoutingSnapshot(this.db),
-        DB_CALL_TIMEOUT_MS,
+        this.options.dbTimeoutMs ?? DB_CALL_TIMEOUT_MS,
         "loading the routing table",
       );
       if (this.lastError) this.options.log("info", "routing table reloaded after failures");

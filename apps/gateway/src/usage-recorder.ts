@@ -23,6 +23,8 @@ export interface UsageRecorderOptions {
   batchSize?: number;
   /** Buffer bound while the database is unreachable; past it the oldest events are dropped (and counted). */
   maxBuffered?: number;
+  /** Deadline of one batch write (default DB_CALL_TIMEOUT_MS). */
+  dbTimeoutMs?: number;
   log: Log;
 }
 
@@ -99,7 +101,7 @@ export class UsageRecorder {
       try {
         await withTimeout(
           this.db.execute(insertStatement(batch)),
-          DB_CALL_TIMEOUT_MS,
+          this.options.dbTimeoutMs ?? DB_CALL_TIMEOUT_MS,
           "writing usage events",
         );
       } catch (err) {

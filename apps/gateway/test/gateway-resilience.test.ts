@@ -1,10 +1,10 @@
 import { mintHandleToken, parseOngoingSample, redisKeys } from "@tessera/core";
 import { connect, type DbHandle } from "@tessera/db";
 import { createTestDatabase, type TestDatabase, testRedisPrefix } from "@tessera/db/testing";
+import { createRedisNotifier } from "@tessera/jobs";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, type Gateway } from "../src/gateway.js";
-import { redisNotifier } from "../src/notices.js";
 import { EchoReplicas, send, type TestReplica, waitFor } from "./support/echo-replicas.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
 import { type TestDeployment, type TestOrg, World } from "./support/world.js";
@@ -63,12 +63,17 @@ afterAll(async () => {
   await tdb?.drop();
 });
 
+/** A connection to the test database through a TCP proxy the test can cut or hang. */
+async function databaseBehindProxy(): Promise<{ pgProxy: TcpProxy; handle: DbHandle }> {
+  const pgProxy = await new TcpProxy("127.0.0.1", Number(new URL(tdb.url).port || 5432)).start();
+  const url = new URL(tdb.url);
+  url.port = String(pgProxy.port);
+  return { pgProxy, handle: connect(url.toString(), 2) };
+}
+
 describe("the data plane outlives the control plane", () => {
   it("keeps serving with the last known table and keys while Postgres is unreachable", async () => {
-    const pgProxy = await new TcpProxy("127.0.0.1", Number(new URL(tdb.url).port || 5432)).start();
-    const url = new URL(tdb.url);
-    url.port = String(pgProxy.port);
-    const handle: DbHandle = connect(url.toString(), 2);
+    const { pgProxy, handle } = await databaseBehindProxy();
     try {
       const g = await gatewayWith({ db: handle.db });
       expect((await call(g, "/v1/acme/shop/whoami", acme.key)).json().replica).toBe("r1");
@@ -93,6 +98,33 @@ describe("the data plane outlives the control plane", () => {
         async () => (await g.usage.flush()) && g.usage.buffered === 0,
         "buffered usage to be written",
       );
+    } finally {
+      await pgProxy.stop();
+      await handle.close().catch(() => {});
+    }
+  });
+
+  it("keeps serving, and shuts down, while Postgres hangs", async () => {
+    const { pgProxy, handle } = await databaseBehindProxy();
+    try {
+      const g = await createGateway({
+        db: handle.db,
+        redisUrl: REDIS_URL,
+        redisPrefix: prefix,
+        dbTimeoutMs: 300,
+        usageFlushMs: 100,
+        log: quiet,
+      });
+      expect((await call(g, "/v1/acme/shop/whoami", acme.key)).status).toBe(200);
+      pgProxy.hang();
+      // A reload gives up at its deadline instead of blocking every later reload.
+      expect(await g.refresh()).toBe(false);
+      expect(await g.refresh()).toBe(false);
+      expect((await call(g, "/v1/acme/shop/whoami", acme.key)).status).toBe(200);
+      const stranger = await world.apiKey(acme.id);
+      expect((await call(g, "/v1/acme/shop/whoami", stranger.key)).json().error.code).toBe("UNAVAILABLE");
+      // Shutdown tries to flush usage a few times, then gives up: it must not wait forever.
+      await g.close();
     } finally {
       await pgProxy.stop();
       await handle.close().catch(() => {});
@@ -150,7 +182,7 @@ describe("scale to zero", () => {
       expect(answered).toBe(false);
       // What the provisioner does after the wake: a replica becomes ready, the gateways hear of it.
       await world.replica(dep, r2.url);
-      await redisNotifier(redis, prefix)({ kind: "routingChanged", deploymentId: dep.id });
+      await createRedisNotifier(redis, prefix)({ kind: "routingChanged", deploymentId: dep.id });
       const reply = await pending;
       expect(reply.status).toBe(200);
       expect(reply.json()).toMatchObject({ replica: "r2", body: { woke: true } });
@@ -301,6 +333,7 @@ describe("rollouts", () => {
       await waitFor(
         async () => (await send(old.url, "/-/ready").catch(() => undefined))?.status === 503,
         "the old replica to drain",
+        60_000,
       );
       await world.replica(dep, fresh.url);
       await g.refresh();

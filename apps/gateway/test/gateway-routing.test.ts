@@ -3,12 +3,12 @@ import { createServer } from "node:net";
 import { redisKeys } from "@tessera/core";
 import { usageEvents } from "@tessera/db";
 import { createTestDatabase, type TestDatabase, testRedisPrefix } from "@tessera/db/testing";
+import { createRedisNotifier } from "@tessera/jobs";
 import { sql } from "drizzle-orm";
 import { Redis } from "ioredis";
 import { request as undiciRequest } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createGateway, type Gateway } from "../src/gateway.js";
-import { redisNotifier } from "../src/notices.js";
 import { EchoReplicas, send, type TestReplica, waitFor } from "./support/echo-replicas.js";
 import { type TestDeployment, type TestOrg, World } from "./support/world.js";
 
@@ -141,7 +141,7 @@ describe("authentication and tenant isolation", () => {
     const { key, keyPrefix } = await world.apiKey(acme.id);
     expect((await call("/v1/acme/shop/whoami", key)).status).toBe(200);
     await tdb.db.execute(sql`update api_keys set revoked_at = now() where prefix = ${keyPrefix}`);
-    await redisNotifier(redis, prefix)({ kind: "apiKeyRevoked", prefix: keyPrefix });
+    await createRedisNotifier(redis, prefix)({ kind: "apiKeyRevoked", prefix: keyPrefix });
     // Well inside the 30 s cache TTL: only the notice can explain the 401.
     await waitFor(
       async () => (await call("/v1/acme/shop/whoami", key)).status === 401,

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { splitTarget } from "../src/gateway.js";
+import { reachesRuntimeEndpoint, splitTarget } from "../src/gateway.js";
 import { DeploymentLane, pick, ReplicaSlot } from "../src/router.js";
 import { type DeploymentRoute, isParked, limitsOf } from "../src/routing-table.js";
 
@@ -74,6 +74,27 @@ describe("request targets", () => {
     expect(splitTarget("/v1/acme", 4, 2)).toBeNull();
     expect(splitTarget("/v1//shop/x", 4, 2)).toBeNull();
     expect(splitTarget("/v1/a%ZZ/shop/x", 4, 2)).toBeNull();
+  });
+});
+
+describe("runtime endpoints stay private", () => {
+  it("spots /-/ however the path is spelled", () => {
+    for (const path of [
+      "/-/stats",
+      "/-",
+      "//-/stats",
+      "/%2D/stats",
+      "/%2d/call/x?y=1",
+      "/a/../-/stats",
+      "/./-/stats",
+      "/%2e%2e/-/stats",
+      "/x/%2E%2E/-/ready",
+      "/\\-/stats",
+      "/%ZZ",
+    ])
+      expect(reachesRuntimeEndpoint(path), path).toBe(true);
+    for (const path of ["/", "/items/7?q=-/x", "/a-b/c", "/deduplicate", "/x/-y", "/v1.2/x"])
+      expect(reachesRuntimeEndpoint(path), path).toBe(false);
   });
 });
 

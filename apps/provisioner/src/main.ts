@@ -1,5 +1,7 @@
+import { bullQueueMonitor, startBillingJobs } from "@tessera/billing";
 import { DEFAULT_REDIS_PREFIX } from "@tessera/core";
 import { connect } from "@tessera/db";
+import { Redis } from "ioredis";
 import { componentLog } from "./controller/log.js";
 import { startProvisioner } from "./provisioner.js";
 
@@ -10,14 +12,25 @@ const gatewayUrl = process.env.TESSERA_GATEWAY_URL;
 if (!secret || !gatewayUrl)
   log("warn", "TESSERA_HANDLE_SECRET or TESSERA_GATEWAY_URL unset: replicas get no handles for composition");
 
+const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
+const redisPrefix = process.env.REDIS_PREFIX ?? DEFAULT_REDIS_PREFIX;
 const provisioner = startProvisioner({
   db: db.db,
-  redisUrl: process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
-  redisPrefix: process.env.REDIS_PREFIX ?? DEFAULT_REDIS_PREFIX,
+  redisUrl,
+  redisPrefix,
   dataDir: process.env.TESSERA_DATA_DIR,
   handles: secret && gatewayUrl ? { secret, gatewayUrl } : undefined,
 });
 await provisioner.ready;
+// Metering rollups, Stripe sync, uptime probes and retention run as the `billing` queue's jobs.
+const billingRedis = new Redis(redisUrl, { maxRetriesPerRequest: null });
+const billing = await startBillingJobs({
+  db: db.db,
+  redis: billingRedis,
+  prefix: redisPrefix,
+  queues: bullQueueMonitor(billingRedis, redisPrefix),
+  log,
+});
 log("info", "provisioner started");
 
 let stopping = false;
@@ -26,8 +39,8 @@ for (const signal of ["SIGTERM", "SIGINT"] as const)
     if (stopping) return;
     stopping = true;
     log("info", "provisioner stopping", { signal });
-    provisioner
-      .close()
+    Promise.all([provisioner.close(), billing.close()])
+      .then(() => billingRedis.quit())
       .then(() => db.close())
       .then(() => process.exit(0))
       .catch((err) => {

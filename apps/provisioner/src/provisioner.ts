@@ -32,6 +32,8 @@ export interface ProvisionerOptions {
   jobRetryBackoffMs?: number;
   /** Upper bound on the drain of a stopping replica. Default 30 s. */
   maxDrainS?: number;
+  /** How long a draining replica runs on so gateways stop routing to it first. Default 2000 ms. */
+  routingGraceMs?: number;
   deployTimeoutMs?: number;
   log?: Log;
 }
@@ -100,6 +102,7 @@ export function startProvisioner(options: ProvisionerOptions): Provisioner {
     handles: options.handles,
     intervalMs: options.reconcileIntervalMs,
     maxDrainS: options.maxDrainS,
+    routingGraceMs: options.routingGraceMs,
     log: options.log,
   });
   const worker = createControlWorker({

@@ -131,4 +131,35 @@ describe("canary replicas", () => {
     await api.traffic.abort({ orgId, deploymentId: first.deployment.id });
     await replicasSettleAt(first.deployment.id, { [live]: 2 });
   });
+
+  it("marks a crashing canary failed and drains it; abort then clears the split", async () => {
+    const first = await api.deployments.deploy({
+      orgId,
+      applicationId,
+      name: "crashing",
+      config: { ...config, numReplicas: 2 },
+      code: code("return 1"),
+      prevVersion: 0,
+    });
+    expect((await jobDone(first.jobId)).state).toBe("succeeded");
+    const canary = await api.traffic.deployCanary({
+      orgId,
+      deploymentId: first.deployment.id,
+      config: { ...config, numReplicas: 2 },
+      code: code("raise CRASH_ON_START"),
+      prevVersion: 1,
+      percent: 50,
+    });
+    const rev = await waitFor("the canary revision to be marked failed", async () => {
+      const [row] = await db().select().from(revisions).where(eq(revisions.id, canary.revision.id));
+      return row?.state === "failed" ? row : undefined;
+    });
+    expect(rev.failureReason).toBeTruthy();
+    await replicasSettleAt(first.deployment.id, { [first.revision.id]: 2 });
+    await api.traffic.abort({ orgId, deploymentId: first.deployment.id });
+    const [dep] = await db().select().from(deployments).where(eq(deployments.id, first.deployment.id));
+    expect(dep!.traffic).toBeNull();
+    const [after] = await db().select().from(revisions).where(eq(revisions.id, canary.revision.id));
+    expect(after).toMatchObject({ state: "failed", failureReason: rev.failureReason });
+  });
 });

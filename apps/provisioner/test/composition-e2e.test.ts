@@ -86,6 +86,7 @@ beforeAll(async () => {
     redisPrefix: platform.prefix,
     handleSecret: SECRET,
     routingRefreshMs: 500,
+    loadReportMs: 200,
     log: () => {},
   });
   provisioner = platform.startProvisioner({ handles: { secret: SECRET, gatewayUrl: gateway.url } });
@@ -151,9 +152,35 @@ describe("examples/composition-chain on the platform", () => {
     expect(tokens.join(" ")).toBe("this sounds like a outage question: the site is down");
   });
 
-  it("scales one stage on its own and keeps answering", async () => {
-    await api.deployments.updateScaling({ orgId, deploymentId: deploymentIds.model!, numReplicas: 2 });
-    await waitFor("two model replicas", async () => (await readyCount(deploymentIds.model!)) === 2, 60_000);
+  it("autoscales the loaded stage on its own (handle calls count as its load) and keeps answering", async () => {
+    await api.deployments.updateScaling({
+      orgId,
+      deploymentId: deploymentIds.model!,
+      autoscaling: {
+        minReplicas: 1,
+        maxReplicas: 3,
+        targetOngoingRequests: 1,
+        upscaleDelayS: 0,
+        downscaleDelayS: 600,
+      },
+    });
+    // Streams keep the model busy (one token every 20 ms): every call reaches it through the
+    // gateway's handle ingress, so the gateway reports it as the model's ongoing requests.
+    let loading = true;
+    const load = Array.from({ length: 6 }, async () => {
+      while (loading)
+        await post("/generate", { prompt: "the site is down and the payment failed again today" });
+    });
+    try {
+      await waitFor(
+        "the model scaled out to 3 replicas",
+        async () => (await readyCount(deploymentIds.model!)) === 3,
+        90_000,
+      );
+    } finally {
+      loading = false;
+      await Promise.all(load);
+    }
     expect(await readyCount(deploymentIds.preprocess!)).toBe(1);
     await gateway.refresh();
     const many = await post("/classify-many", {

@@ -7,6 +7,7 @@ import {
   replicas,
   revisions,
   scalingEvents,
+  usageEvents,
 } from "@tessera/db";
 import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -134,6 +135,12 @@ describe("controller", () => {
       .from(environmentLogs)
       .where(eq(environmentLogs.envHash, r.revision.envHash));
     expect(logs.map((l) => l.line)).toContain("done");
+    // The build's time (as the driver reports it) is metered to the organisation, deployment and
+    // revision whose deploy needed it.
+    const builds = await db().select().from(usageEvents).where(eq(usageEvents.kind, "build_seconds"));
+    expect(builds.map((b) => [b.orgId, b.quantity, b.deploymentId, b.revisionId])).toEqual([
+      [orgId, 1.5, depId, v1],
+    ]);
     expect(platform.routingNotices).toContain(depId);
     const spec = driver.startedSpecs.find((s) => s.deploymentId === depId)!;
     expect(spec).toMatchObject({ deploymentName: "echo", applicationName: "app", revisionVersion: 1, orgId });
@@ -342,10 +349,12 @@ describe("controller", () => {
     await waitFor("woken", async () => (await readyReplicas(id)).length === 1);
     const events = await db().select().from(scalingEvents).where(eq(scalingEvents.deploymentId, id));
     // Once the reported request is stale the deployment may go back to zero: only the start matters.
-    expect(events.slice(0, 2).map((e) => [e.fromReplicas, e.toReplicas, e.reason])).toEqual([
-      [1, 0, "scale_to_zero"],
-      [0, 1, "wake"],
-    ]);
+    // Whichever sees the held request first wakes it: the wake message, or the autoscaler's tick
+    // reading the reported request (a cold start); either is one step from 0 to 1.
+    const [down, up] = events.slice(0, 2).map((e) => [e.fromReplicas, e.toReplicas, e.reason]);
+    expect(down).toEqual([1, 0, "scale_to_zero"]);
+    expect(up?.slice(0, 2)).toEqual([0, 1]);
+    expect(["wake", "cold_start"]).toContain(up?.[2]);
   });
 
   it("stops a deleted deployment's replicas", async () => {
@@ -374,6 +383,40 @@ describe("controller", () => {
     } finally {
       await second.close();
     }
+  });
+
+  it("provisions and destroys a second cluster", async () => {
+    const { cluster, jobId } = await api.clusters.create({ orgId, name: "spare" });
+    expect((await jobDone(jobId)).state).toBe("succeeded");
+    expect(driver.provisioned.has(cluster.id)).toBe(true);
+    const del = await api.clusters.delete({ orgId, clusterId: cluster.id });
+    expect((await jobDone(del.jobId)).state).toBe("succeeded");
+    const [row] = await db().select().from(clusters).where(eq(clusters.id, cluster.id));
+    expect(row!.state).toBe("deleted");
+    expect(driver.provisioned.has(cluster.id)).toBe(false);
+  });
+
+  it("ends the rollout of a deployment deleted while it deploys", async () => {
+    const release = driver.gateEnvironments();
+    let r: Awaited<ReturnType<typeof deploy>>;
+    try {
+      r = await deploy(
+        "doomed",
+        config({ numReplicas: 1, environment: { kind: "pip", requirements: ["scipy==1.13.0"] } }),
+        code(),
+        0,
+      );
+      await waitFor("building", async () => (await revisionRow(r.revision.id)).state === "building");
+      await api.deployments.delete({ orgId, deploymentId: r.deployment.id });
+      expect((await jobDone(r.jobId)).state).toBe("succeeded");
+      expect((await revisionRow(r.revision.id)).state).toBe("superseded");
+    } finally {
+      release();
+    }
+    await waitFor("deleted", async () => (await deploymentRow(r.deployment.id)).state === "deleted");
+    await provisioner.controller.builds.settled();
+    await provisioner.controller.reconcileDeployment(r.deployment.id);
+    expect(driver.startedSpecs.filter((x) => x.deploymentId === r.deployment.id)).toHaveLength(0);
   });
 
   it("finishes a deploy that a stopped provisioner left half done", async () => {

@@ -1,13 +1,18 @@
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { type ClusterDriver, LocalDriver } from "@tessera/cluster";
-import { replicas } from "@tessera/db";
-import { createGateway, type Gateway } from "@tessera/gateway";
-import { and, eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { DriverLogHooks } from "../src/index.js";
-import { createTestPlatform, REDIS_URL, type TestPlatform, waitFor } from "./support/platform.js";
+import {
+  continuousLoad,
+  deploy,
+  type LocalStack,
+  readyReplicaCount,
+  send,
+  startLocalStack,
+  type Tenant,
+  waitFailed,
+  waitLive,
+} from "./support/local-stack.js";
+import { waitFor } from "./support/platform.js";
 
 /**
  * The product as a tenant uses it, every piece real: the tRPC API enqueues on BullMQ, the
@@ -18,164 +23,20 @@ const REPO = resolve(import.meta.dirname, "../../..");
 const example = (dir: string, file: string) => readFileSync(join(REPO, "examples", dir, file), "utf8");
 const PYTHON = example("python-dataframe", "handler.py");
 const TS = example("ts-dataframe", "handler.ts");
-const HANDLE_SECRET = "end-to-end-handle-secret";
 
-let dataDir: string;
-let platform: TestPlatform;
-let gateway: Gateway;
-let driver: LocalDriver | undefined;
-
-type Api = Awaited<ReturnType<TestPlatform["user"]>>["api"];
-interface Tenant {
-  api: Api;
-  orgId: string;
-  slug: string;
-  key: string;
-  clusterId: string;
-}
+let stack: LocalStack;
 let acme: Tenant;
 let globex: Tenant;
 
-function localDriverFactory() {
-  return (_cluster: unknown, hooks: DriverLogHooks): ClusterDriver => {
-    driver ??= new LocalDriver({
-      driverConfig: { dataDir, restartBackoffMs: 100, maxQuickCrashes: 3, drainTimeoutS: 5 },
-      onLog: hooks.onLog,
-      onError: () => {},
-    });
-    return driver;
-  };
-}
-
-async function tenant(email: string): Promise<Tenant> {
-  const { api, orgId } = await platform.user(email);
-  const slug = (await api.orgs.list()).find((o) => o.id === orgId)!.slug;
-  const { key } = await api.apiKeys.create({ orgId, name: "ci" });
-  const clusterId = (await api.clusters.create({ orgId, name: "main" })).cluster.id;
-  return { api, orgId, slug, key, clusterId };
-}
-
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), "tessera-e2e-"));
-  platform = await createTestPlatform("e2e", localDriverFactory);
-  gateway = await createGateway({
-    db: platform.tdb.db,
-    redisUrl: REDIS_URL,
-    redisPrefix: platform.prefix,
-    port: 0,
-    handleSecret: HANDLE_SECRET,
-    coldStartTimeoutS: 60,
-    routingRefreshMs: 1000,
-    loadReportMs: 250,
-    log: () => {},
-  });
-  const provisioner = platform.startProvisioner({
-    handles: { secret: HANDLE_SECRET, gatewayUrl: gateway.url },
-    maxDrainS: 5,
-  });
-  await provisioner.ready;
-  acme = await tenant("ops@acme.example");
-  globex = await tenant("ops@globex.example");
+  stack = await startLocalStack("e2e");
+  acme = await stack.tenant("ops@acme.example");
+  globex = await stack.tenant("ops@globex.example");
 });
 
 afterAll(async () => {
-  await gateway?.close();
-  await platform?.close();
-  const last = new LocalDriver({ driverConfig: { dataDir }, onError: () => {} });
-  for (const t of [acme, globex].filter(Boolean))
-    for (const r of await last.listReplicas(t.clusterId))
-      await last.stopReplica(t.clusterId, r.replicaId, { drainTimeoutS: 0 });
-  await last.close();
-  await driver?.close();
-  rmSync(dataDir, { recursive: true, force: true });
+  await stack?.close();
 });
-
-/** One request through the gateway, like `curl -H "Authorization: Bearer $KEY"`. */
-async function send(t: Pick<Tenant, "slug" | "key">, app: string, path: string, body?: unknown) {
-  const res = await fetch(`${gateway.url}/v1/${t.slug}/${app}${path}`, {
-    method: body === undefined ? "GET" : "POST",
-    headers: { authorization: `Bearer ${t.key}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let json: Record<string, unknown> = {};
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    json = { raw: text };
-  }
-  return { status: res.status, body: json };
-}
-
-async function deploy(
-  t: Tenant,
-  app: string,
-  name: string,
-  config: Record<string, unknown>,
-  files: Record<string, string>,
-) {
-  const applicationId =
-    (await t.api.applications.list({ orgId: t.orgId })).find((a) => a.name === app)?.id ??
-    (await t.api.applications.create({ orgId: t.orgId, clusterId: t.clusterId, name: app })).id;
-  const existing = (await t.api.deployments.list({ orgId: t.orgId, applicationId })).find(
-    (d) => d.name === name,
-  );
-  return t.api.deployments.deploy({
-    orgId: t.orgId,
-    applicationId,
-    name,
-    config,
-    code: { files },
-    prevVersion: existing?.version ?? 0,
-  });
-}
-
-async function revisionState(t: Tenant, deploymentId: string, revisionId: string) {
-  const revs = await t.api.deployments.revisions({ orgId: t.orgId, deploymentId });
-  return revs.find((r) => r.id === revisionId);
-}
-
-async function waitLive(t: Tenant, deploymentId: string, revisionId: string, ms = 90_000) {
-  return waitFor(
-    `revision ${revisionId} live`,
-    async () => {
-      const rev = await revisionState(t, deploymentId, revisionId);
-      if (rev?.state === "failed" || rev?.state === "rolled_back")
-        throw new Error(`revision failed: ${rev.failureReason}`);
-      return rev?.state === "live" ? rev : undefined;
-    },
-    ms,
-  );
-}
-
-async function readyReplicaCount(deploymentId: string) {
-  const rows = await platform.tdb.db
-    .select()
-    .from(replicas)
-    .where(and(eq(replicas.deploymentId, deploymentId), eq(replicas.state, "ready")));
-  return rows.length;
-}
-
-/** Sends requests back to back until stopped; counts what failed. */
-function continuousLoad(call: () => Promise<{ status: number }>, concurrency = 2) {
-  let running = true;
-  const failures: number[] = [];
-  let sent = 0;
-  const workers = Array.from({ length: concurrency }, async () => {
-    while (running) {
-      const { status } = await call().catch(() => ({ status: 0 }));
-      sent++;
-      if (status !== 200) failures.push(status);
-    }
-  });
-  return {
-    async stop() {
-      running = false;
-      await Promise.all(workers);
-      return { sent, failures };
-    },
-  };
-}
 
 const rows = [
   { id: 2, name: "b" },
@@ -213,9 +74,9 @@ describe("deploy and call through the gateway", () => {
   });
 
   it("refuses a missing, a foreign and a revoked key, and an oversized body", async () => {
-    expect((await send({ slug: acme.slug, key: "" }, "frames", "/info")).status).toBe(401);
+    expect((await send({ ...acme, key: "" }, "frames", "/info")).status).toBe(401);
     // globex's valid key, acme's application: never reaches it.
-    const foreign = await send({ slug: acme.slug, key: globex.key }, "frames", "/info");
+    const foreign = await send({ ...acme, key: globex.key }, "frames", "/info");
     expect([403, 404]).toContain(foreign.status);
     expect((await send(globex, "frames", "/info")).status).toBe(404);
 
@@ -225,10 +86,10 @@ describe("deploy and call through the gateway", () => {
     expect(tooBig.body).toMatchObject({ error: { code: "PAYLOAD_TOO_LARGE" } });
 
     const { key, apiKey } = await acme.api.apiKeys.create({ orgId: acme.orgId, name: "short-lived" });
-    expect((await send({ slug: acme.slug, key }, "frames", "/info")).status).toBe(200);
+    expect((await send({ ...acme, key }, "frames", "/info")).status).toBe(200);
     await acme.api.apiKeys.revoke({ orgId: acme.orgId, apiKeyId: apiKey.id });
     await waitFor("revoked key refused", async () => {
-      const res = await send({ slug: acme.slug, key }, "frames", "/info");
+      const res = await send({ ...acme, key }, "frames", "/info");
       return res.status === 401 ? res : undefined;
     });
   });
@@ -253,14 +114,7 @@ describe("deploy and call through the gateway", () => {
     const r = await deploy(acme, "frames", "dataframe", pythonConfig, {
       "handler.py": "raise RuntimeError('this revision cannot even import')\n",
     });
-    const failed = await waitFor(
-      "broken revision fails",
-      async () => {
-        const rev = await revisionState(acme, r.deployment.id, r.revision.id);
-        return rev?.state === "failed" || rev?.state === "rolled_back" ? rev : undefined;
-      },
-      90_000,
-    );
+    const failed = await waitFailed(acme, r.deployment.id, r.revision.id);
     expect(failed.failureReason).toBeTruthy();
     const { sent, failures } = await load.stop();
     expect(sent).toBeGreaterThan(5);
@@ -269,13 +123,13 @@ describe("deploy and call through the gateway", () => {
   });
 
   it("routes around a killed replica and brings it back", async () => {
-    const [victim] = (await driver!.listReplicas(acme.clusterId)).filter(
+    const [victim] = (await stack.driver()!.listReplicas(acme.clusterId)).filter(
       (x) => x.deploymentId === pyDeployment && x.phase === "ready",
     );
     expect(victim).toBeTruthy();
     const pid = JSON.parse(
       readFileSync(
-        join(dataDir, "clusters", acme.clusterId, "replicas", victim!.replicaId, "replica.json"),
+        join(stack.dataDir, "clusters", acme.clusterId, "replicas", victim!.replicaId, "replica.json"),
         "utf8",
       ),
     ).process.pid as number;
@@ -284,7 +138,7 @@ describe("deploy and call through the gateway", () => {
     await waitFor(
       "killed replica back",
       async () => {
-        const now = (await driver!.listReplicas(acme.clusterId)).find(
+        const now = (await stack.driver()!.listReplicas(acme.clusterId)).find(
           (x) => x.replicaId === victim!.replicaId,
         );
         return now?.phase === "ready" && now.restarts > 0 ? now : undefined;
@@ -293,7 +147,10 @@ describe("deploy and call through the gateway", () => {
     );
     const { failures } = await load.stop();
     expect(failures).toEqual([]);
-    await waitFor("both replicas routable again", async () => (await readyReplicaCount(pyDeployment)) === 2);
+    await waitFor(
+      "both replicas routable again",
+      async () => (await readyReplicaCount(stack, pyDeployment)) === 2,
+    );
   });
 
   it("replaces a replica whose health check fails", async () => {
@@ -333,7 +190,7 @@ describe("deploy and call through the gateway", () => {
       return res.status === 404 ? res : undefined;
     });
     expect(gone.body).toMatchObject({ error: { code: "NOT_FOUND" } });
-    await waitFor("replicas stopped", async () => (await readyReplicaCount(pyDeployment)) === 0);
+    await waitFor("replicas stopped", async () => (await readyReplicaCount(stack, pyDeployment)) === 0);
   });
 });
 
@@ -365,11 +222,15 @@ describe("autoscaling on traffic", () => {
       () => send(acme, "elastic", "/rows/stream?delay_ms=300", { rows: rows.concat(rows) }),
       2,
     );
-    await waitFor("two replicas under load", async () => (await readyReplicaCount(dep)) === 2, 60_000);
+    await waitFor("two replicas under load", async () => (await readyReplicaCount(stack, dep)) === 2, 60_000);
     const { failures } = await slow.stop();
     expect(failures).toEqual([]);
 
-    await waitFor("scaled to zero when idle", async () => (await readyReplicaCount(dep)) === 0, 60_000);
+    await waitFor(
+      "scaled to zero when idle",
+      async () => (await readyReplicaCount(stack, dep)) === 0,
+      60_000,
+    );
 
     // Every decision is visible through the API, with its reason and the metric behind it.
     const decisions = await acme.api.deployments.scalingEvents({ orgId: acme.orgId, deploymentId: dep });

@@ -1,9 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { type ClusterDriver, LocalDriver } from "@tessera/cluster";
+import { EnvironmentBuilder } from "@tessera/env-builder";
 import { createGateway, type Gateway } from "@tessera/gateway";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { makeWheel } from "../../../packages/env-builder/test/support/wheels.js";
 import type { DriverLogHooks } from "../src/index.js";
 import { createTestPlatform, REDIS_URL, type TestPlatform, waitFor } from "./support/platform.js";
 
@@ -12,7 +14,8 @@ import { createTestPlatform, REDIS_URL, type TestPlatform, waitFor } from "./sup
  * and writes one deployment per Ray deployment, the provisioner runs them as local replicas on
  * Debian's python (FastAPI, Starlette and pandas standing in for the environment PyPI would
  * build), and plain JSON posts with an API key come in through the gateway. The composition
- * graph's handles go replica -> gateway -> replica.
+ * graph's handles go replica -> gateway -> replica. A `runtime_env` pip list is built from local
+ * wheels (no PyPI here: the operator's pip arguments point at a wheel directory).
  */
 const REPO = resolve(import.meta.dirname, "../../..");
 const RAY_PYTHON = process.env.TESSERA_TEST_RAY_PYTHON ?? "/usr/bin/python3";
@@ -34,6 +37,10 @@ let clusterId: string;
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "tessera-ray-e2e-"));
+  const wheels = join(dataDir, "wheels");
+  mkdirSync(wheels);
+  makeWheel(RAY_PYTHON, wheels, "tessprobe", "1.0");
+  makeWheel(RAY_PYTHON, wheels, "tessprobe", "2.0");
   platform = await createTestPlatform(
     "raye2e",
     () =>
@@ -46,6 +53,14 @@ beforeAll(async () => {
             maxQuickCrashes: 3,
             drainTimeoutS: 5,
           },
+          // Venvs see Debian's site-packages (starlette) and install from the local wheels only.
+          environmentBuilder: new EnvironmentBuilder({
+            root: join(dataDir, "envs"),
+            python: RAY_PYTHON,
+            pipArgs: ["--no-index", "--find-links", wheels],
+            systemSitePackages: true,
+            micromamba: false,
+          }),
           onLog: hooks.onLog,
           onError: () => {},
         });
@@ -172,5 +187,81 @@ describe("Ray Serve programs through the gateway", () => {
     expect(lengthModel.targetReplicas).toBe(0);
     const awake = await api.deployments.replicas({ orgId, deploymentId: lengthModel.id });
     expect(awake.filter((r) => r.state === "ready").length).toBeGreaterThanOrEqual(1);
+  });
+
+  it("builds a deployment's runtime_env pip packages from local wheels", async () => {
+    const code = {
+      files: {
+        "probe.py": [
+          "from ray import serve",
+          "from starlette.requests import Request",
+          "",
+          '@serve.deployment(ray_actor_options={"runtime_env": {"pip": ["tessprobe==2.0"]}})',
+          "class Probe:",
+          "    def __call__(self, request: Request):",
+          "        import tessprobe",
+          '        return {"version": tessprobe.VERSION}',
+          "",
+          "app = Probe.bind()",
+          "",
+        ].join("\n"),
+      },
+    };
+    const out = await deployRay("probe", "probe:app", code);
+    expect(out.deployments[0]!.revision.config).toMatchObject({
+      environment: { kind: "pip", requirements: ["tessprobe==2.0"] },
+    });
+    await waitAllLive(out);
+    const answer = await waitFor("the probe answers", async () => {
+      const r = await post("probe", "/", {});
+      return r.status === 200 ? r : undefined;
+    });
+    expect(answer.body).toEqual({ version: "2.0" });
+  });
+
+  it("honours autoscaling_config: replicas follow the load up", async () => {
+    const code = {
+      files: {
+        "slow.py": [
+          "import asyncio",
+          "from ray import serve",
+          "",
+          "@serve.deployment(autoscaling_config={'min_replicas': 1, 'max_replicas': 2,",
+          "    'target_ongoing_requests': 1, 'upscale_delay_s': 0, 'downscale_delay_s': 2})",
+          "class Slow:",
+          "    async def __call__(self, request):",
+          "        await asyncio.sleep(0.3)",
+          "        return 'done'",
+          "",
+          "app = Slow.bind()",
+          "",
+        ].join("\n"),
+      },
+    };
+    const out = await deployRay("slow", "slow:app", code);
+    await waitAllLive(out);
+    const dep = out.deployments[0]!.deployment.id;
+    const ready = async () =>
+      (await api.deployments.replicas({ orgId, deploymentId: dep })).filter((r) => r.state === "ready")
+        .length;
+    // Two requests always in flight against a target of one per replica: two replicas.
+    let running = true;
+    const failures: number[] = [];
+    const workers = [0, 1].map(async () => {
+      while (running) {
+        const r = await post("slow", "/", {}).catch(() => ({ status: 0 }));
+        if (r.status !== 200) failures.push(r.status);
+      }
+    });
+    await waitFor("two replicas under load", async () => (await ready()) === 2, 60_000);
+    running = false;
+    await Promise.all(workers);
+    expect(failures).toEqual([]);
+    // Scaling down when idle is the autoscaler's own (end-to-end.test.ts): the mapping is what is tested here.
+    const steps = (await api.deployments.scalingEvents({ orgId, deploymentId: dep })).map((e) => [
+      e.fromReplicas,
+      e.toReplicas,
+    ]);
+    expect(steps).toContainEqual([1, 2]);
   });
 });

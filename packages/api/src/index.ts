@@ -36,6 +36,7 @@ export {
   validationError,
 } from "./errors.js";
 export { type ApiHandlerOptions, createApiHandler } from "./http.js";
+export { createRestHandler, type RestHandlerOptions } from "./rest.js";
 export {
   type AppRouter,
   appRouter,

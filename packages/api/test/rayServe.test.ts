@@ -104,7 +104,7 @@ describe("rayServe.deploy", () => {
       .where(eq(revisions.deploymentId, byName["length-model"]!.id));
     expect(rev!.config).toMatchObject({
       entry: "graph:app",
-      resources: { cpus: 0.5, gpus: 0.25 },
+      resources: { cpus: 0.5, gpus: 0, memoryMb: 300 },
       userConfig: { __ray_serve__: { deployment: "LengthModel", handles: { LengthModel: "length-model" } } },
     });
     const enqueued = env.jobs.enqueued.map((j) => j.job);

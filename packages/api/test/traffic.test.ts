@@ -1,4 +1,4 @@
-import { deployments, revisions } from "@tessera/db";
+import { deployments, revisions, usageEvents } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestEnv, failure, sampleCode, sampleConfig, type TestEnv, type TestUser } from "./helpers.js";
@@ -43,19 +43,23 @@ async function liveDeployment(name: string) {
 
 const canaryConfig = { ...sampleConfig, userConfig: { variant: "b" } };
 
+/** A canary of the live deployment (version 1) with `percent` of the traffic. */
+const startCanary = (deploymentId: string, percent: number) =>
+  u.api.traffic.deployCanary({
+    orgId,
+    deploymentId,
+    config: canaryConfig,
+    code: sampleCode,
+    prevVersion: 1,
+    percent,
+  });
+
 describe("traffic splitting", () => {
   it("deploys a canary next to the live revision, shifts its weight, and promotes it", async () => {
     const { deploymentId, live } = await liveDeployment("promoted");
     env.jobs.clear();
     const notices = env.notices.length;
-    const started = await u.api.traffic.deployCanary({
-      orgId,
-      deploymentId,
-      config: canaryConfig,
-      code: sampleCode,
-      prevVersion: 1,
-      percent: 10,
-    });
+    const started = await startCanary(deploymentId, 10);
     expect(started.revision.version).toBe(2);
     // The live revision keeps serving: the deployment's desired revision and version stay.
     expect(started.deployment).toMatchObject({
@@ -105,14 +109,7 @@ describe("traffic splitting", () => {
 
   it("aborts a canary: traffic back to live, the canary revision rolled back", async () => {
     const { deploymentId, live } = await liveDeployment("aborted");
-    const { revision } = await u.api.traffic.deployCanary({
-      orgId,
-      deploymentId,
-      config: canaryConfig,
-      code: sampleCode,
-      prevVersion: 1,
-      percent: 5,
-    });
+    const { revision } = await startCanary(deploymentId, 5);
     const aborted = await u.api.traffic.abort({ orgId, deploymentId });
     expect(aborted.deployment).toMatchObject({ traffic: null, liveRevisionId: live.id, version: 1 });
     const [row] = await env.db.select().from(revisions).where(eq(revisions.id, revision.id));
@@ -193,16 +190,38 @@ describe("traffic splitting", () => {
     });
   });
 
-  it("refuses to promote a canary whose revision failed", async () => {
-    const { deploymentId } = await liveDeployment("failing");
-    const { revision } = await u.api.traffic.deployCanary({
+  it("reports requests, errors and latency per revision since the canary started", async () => {
+    const { deploymentId, live } = await liveDeployment("measured");
+    const { revision } = await startCanary(deploymentId, 20);
+    const at = new Date(Date.now() + 1000);
+    const event = (revisionId: string, i: number, status: number, latencyMs: number) => ({
+      id: `${revisionId}-${i}`,
       orgId,
       deploymentId,
-      config: canaryConfig,
-      code: sampleCode,
-      prevVersion: 1,
-      percent: 10,
+      revisionId,
+      kind: "request",
+      quantity: 1,
+      status,
+      latencyMs,
+      at,
     });
+    await env.db.insert(usageEvents).values([
+      ...[10, 20, 30, 40].map((ms, i) => event(live.id, i, 200, ms)),
+      event(revision.id, 0, 200, 100),
+      event(revision.id, 1, 502, 300),
+      // Before the canary started: not counted.
+      { ...event(live.id, 9, 500, 999), at: new Date(Date.now() - 3600_000) },
+    ]);
+    const view = await u.api.traffic.get({ orgId, deploymentId });
+    expect(view.stats).toEqual([
+      { revisionId: live.id, requests: 4, errors: 0, p50Ms: 25, p95Ms: 38.5 },
+      { revisionId: revision.id, requests: 2, errors: 1, p50Ms: 200, p95Ms: 290 },
+    ]);
+  });
+
+  it("refuses to promote a canary whose revision failed", async () => {
+    const { deploymentId } = await liveDeployment("failing");
+    const { revision } = await startCanary(deploymentId, 10);
     // What the controller records when the canary's replicas crash.
     await env.db
       .update(revisions)

@@ -13,7 +13,9 @@ const USAGE = `usage: tessera <command>
   deploy <dir> [--name N] [--app A] [--cluster C] [--runtime python|node] [--entry module:Class]
                [--detach] [--timeout SECONDS]
       bundle <dir> (with its tessera.json) and roll it out as the next revision, following progress;
-      a tessera.json listing "deployments" deploys each of those subdirectories (an application)
+      a tessera.json listing "deployments" deploys each of those subdirectories (an application);
+      one with "rayServe": {"entry": "module:app"} deploys a Ray Serve application (every Ray
+      deployment as a deployment of the application; --entry overrides it)
   status [--app A]
       every deployment with its version, state and ready/target replicas
   scale <app>/<deployment> --replicas N | --min N --max N [--target R]

@@ -17,6 +17,11 @@ export interface Manifest {
    * tessera.json), deployed in this order; the first is the ingress of a new application.
    */
   deployments?: string[];
+  /**
+   * A Ray Serve application (deployed with `rayServe.deploy`, one deployment per Ray deployment):
+   * `entry` is `module:app`; `environment` replaces every deployment's runtime_env.
+   */
+  rayServe?: { entry: string; environment?: Record<string, unknown> };
 }
 
 export const MANIFEST_FILE = "tessera.json";
@@ -64,8 +69,24 @@ export async function readManifest(dir: string): Promise<Manifest> {
       );
     deployments = m.deployments as string[];
   }
+  const ray = m.rayServe as Record<string, unknown> | undefined;
+  if (
+    ray !== undefined &&
+    (typeof ray !== "object" || ray === null || Array.isArray(ray) || typeof ray.entry !== "string")
+  )
+    throw new CliError(`${MANIFEST_FILE}: "rayServe" must be an object with an "entry" ('module:app')`);
+  if (ray !== undefined && deployments)
+    throw new CliError(`${MANIFEST_FILE}: a Ray Serve application ("rayServe") lists no "deployments"`);
   return {
     deployments,
+    ...(ray
+      ? {
+          rayServe: {
+            entry: ray.entry as string,
+            environment: ray.environment as Record<string, unknown> | undefined,
+          },
+        }
+      : {}),
     name: m.name as string | undefined,
     application: m.application as string | undefined,
     cluster: m.cluster as string | undefined,

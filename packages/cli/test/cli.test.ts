@@ -2,7 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { fileURLToPath } from "node:url";
 import { createApiHandler } from "@tessera/api";
-import { deployments, revisions } from "@tessera/db";
+import { deployments, revisions, usageEvents } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestEnv, type TestEnv, type TestUser } from "../../api/test/helpers.js";
@@ -110,6 +110,41 @@ describe("tessera deploy", () => {
   });
 });
 
+describe("tessera deploy of a Ray Serve application", () => {
+  it("deploys every Ray deployment, naming the versions it last saw on the next deploy", async () => {
+    process.env.TESSERA_RAY_INSPECT_PYTHON = process.env.TESSERA_TEST_RAY_PYTHON ?? "/usr/bin/python3";
+    const first = await run("deploy", `${examples}ray-serve-composition`, "--detach");
+    expect(first.code).toBe(0);
+    expect(first.out).toContain("created application graph on cluster default");
+    expect(first.out.filter((l) => l.startsWith("submitted "))).toEqual([
+      expect.stringMatching(
+        /^submitted graph\/preprocessor revision 1 \(job .+\) for Ray deployment Preprocessor$/,
+      ),
+      expect.stringMatching(/^submitted graph\/length-model revision 1 /),
+      expect.stringMatching(/^submitted graph\/count-model revision 1 /),
+      expect.stringMatching(/^submitted graph\/ingress revision 1 /),
+    ]);
+    const again = await run("deploy", `${examples}ray-serve-composition`, "--detach");
+    expect(again.out.filter((l) => l.startsWith("submitted ")).every((l) => l.includes(" revision 2 "))).toBe(
+      true,
+    );
+  });
+
+  it("refuses a rayServe manifest without an entry", async () => {
+    const { readManifest } = await import("../src/manifest.js");
+    const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const dir = mkdtempSync(join(tmpdir(), "cli-ray-"));
+    try {
+      writeFileSync(join(dir, "tessera.json"), JSON.stringify({ rayServe: { app: "x" } }));
+      await expect(readManifest(dir)).rejects.toThrow(/"rayServe" must be an object with an "entry"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("tessera status and scale", () => {
   it("lists deployments and changes replicas without a redeploy", async () => {
     expect((await run("scale", "demo/dataframe", "--replicas", "3")).out).toEqual([
@@ -190,14 +225,28 @@ describe("tessera canary and traffic", () => {
     expect((await run("traffic", "demo-ts/dataframe-ts")).out).toEqual([
       "demo-ts/dataframe-ts: revision 1 90%, canary revision 2 10%",
     ]);
+    // A request the gateway metered on the live revision shows up per revision.
+    await env.db.insert(usageEvents).values({
+      id: "cli-traffic-1",
+      orgId: user.orgId,
+      deploymentId: dep!.id,
+      revisionId: dep!.desiredRevisionId,
+      kind: "request",
+      quantity: 1,
+      status: 200,
+      latencyMs: 12,
+      at: new Date(Date.now() + 1000),
+    });
     expect((await run("traffic", "demo-ts/dataframe-ts", "--percent", "35")).out).toEqual([
       "demo-ts/dataframe-ts: revision 1 65%, canary revision 2 35%",
+      "  revision 1: 1 requests, 0 errors, p50 12 ms, p95 12 ms",
     ]);
     expect((await run("traffic", "demo-ts/dataframe-ts", "--abort")).out).toEqual([
       "demo-ts/dataframe-ts: canary aborted, all requests to the live revision",
     ]);
     expect((await run("traffic", "demo-ts/dataframe-ts")).out).toEqual([
       "demo-ts/dataframe-ts: revision 1 takes all requests",
+      "  revision 1: 1 requests, 0 errors, p50 12 ms, p95 12 ms",
     ]);
     await run("canary", `${examples}ts-dataframe`, "--percent", "50");
     expect((await run("traffic", "demo-ts/dataframe-ts", "--promote")).out).toEqual([

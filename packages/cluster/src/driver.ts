@@ -63,6 +63,8 @@ export interface EnvironmentHandle {
   hash: string;
   /** Where the environment lives (venv dir, node_modules parent dir, or image/volume reference). */
   location: string;
+  /** Wall time of the build when this call built it (absent when it was reused): metered as build time. */
+  buildMs?: number;
 }
 
 export interface ReplicaSpec {

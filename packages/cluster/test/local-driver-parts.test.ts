@@ -11,9 +11,10 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { GpuAllocator } from "../src/local/gpus.js";
 import { cpuSetFor, withHostLimits, writeCodeBundle } from "../src/local/launch.js";
 import { LogFileFollower, parseReplicaLogLine } from "../src/local/logs.js";
-import { claimPortSlot, releasePortSlot } from "../src/local/ports.js";
+import { claimPortSlot, pickPort, releasePortSlot } from "../src/local/ports.js";
 import { processIdentity, signalReplicaGroup } from "../src/local/processes.js";
 import { DEFAULT_LOCAL_SETTINGS, localDriverSettings } from "../src/local/settings.js";
 import { waitFor } from "./support/wait-for.js";
@@ -83,6 +84,9 @@ describe("localDriverSettings", () => {
     [{ portRangeFrom: 30_000, portRangeTo: 30_009, portsPerCluster: 11 }, /larger than the whole port range/],
     [{ dataDir: "" }, /dataDir must be a non-empty string/],
     [{ restartBackoffMs: 1000, restartBackoffMaxMs: 10 }, /restartBackoffMaxMs/],
+    [{ gpuDevices: "0,1" }, /gpuDevices must be a list/],
+    [{ gpuDevices: ["0", "1; rm -rf /"] }, /gpuDevices must be a list/],
+    [{ runAsUid: 0 }, /runAsUid must be a number between 1000/],
   ])("rejects %j with VALIDATION_FAILED", (config, message) => {
     expect(() => localDriverSettings(config, {})).toThrow(message);
     expect(() => localDriverSettings(config, {})).toThrow(
@@ -197,6 +201,19 @@ describe("port slots", () => {
   });
 });
 
+describe("pickPort", () => {
+  it("keeps a restarting replica's port, else goes round-robin from the cursor, skipping taken ports", async () => {
+    const range = { from: 40_100, to: 40_104 };
+    expect(await pickPort(range, new Set(), 40_102)).toBe(40_102);
+    expect(await pickPort(range, new Set(), undefined, 40_103)).toBe(40_103);
+    expect(await pickPort(range, new Set([40_104]), undefined, 40_104)).toBe(40_100); // wraps
+    expect(await pickPort(range, new Set(), undefined, 40_105)).toBe(40_100); // cursor past the end
+    expect(await pickPort(range, new Set([40_100, 40_101]), undefined)).toBe(40_102);
+    const all = new Set([40_100, 40_101, 40_102, 40_103, 40_104]);
+    await expect(pickPort(range, all)).rejects.toMatchObject({ code: "OVERLOADED" });
+  });
+});
+
 describe("process identity", () => {
   it("never signals a process whose start time differs (a recycled pid)", async () => {
     const child = spawn("sleep", ["30"], { detached: true, stdio: "ignore" });
@@ -207,5 +224,37 @@ describe("process identity", () => {
     expect(signalReplicaGroup(id, "SIGKILL")).toBe(true);
     await exited;
     expect(processIdentity(id.pid)).toBeUndefined();
+  });
+});
+
+describe("GpuAllocator", () => {
+  it("gives whole GPUs exclusively and packs fractions onto shared ones", () => {
+    const gpus = new GpuAllocator(["g0", "g1", "g2"]);
+    expect(gpus.allocate("cpu-only", 0)).toEqual([]);
+    expect(gpus.allocate("a", 0.3)).toEqual(["g0"]);
+    expect(gpus.allocate("b", 0.7)).toEqual(["g0"]); // fills g0 rather than opening another
+    expect(gpus.allocate("a", 0.3)).toEqual(["g0"]); // asking again changes nothing
+    expect(gpus.allocate("c", 1.5)).toEqual(["g1", "g2"]);
+    expect(gpus.allocate("d", 0.1)).toBeNull();
+    gpus.release("b");
+    expect(gpus.allocate("d", 0.5)).toEqual(["g0"]);
+    expect(gpus.allocate("e", 1)).toBeNull(); // g0 is shared, g1 and g2 taken
+    gpus.release("c");
+    expect(gpus.allocate("e", 1)).toEqual(["g1"]);
+  });
+
+  it("tells a request the host could never satisfy from one that must wait", () => {
+    const gpus = new GpuAllocator(["g0", "g1"]);
+    expect([0, 0.5, 1, 2].map((g) => gpus.couldEverFit(g))).toEqual([true, true, true, true]);
+    expect(gpus.couldEverFit(2.5)).toBe(false);
+    expect(new GpuAllocator([]).couldEverFit(0.1)).toBe(false);
+  });
+
+  it("restores what adopted replicas hold", () => {
+    const gpus = new GpuAllocator(["g0", "g1"]);
+    gpus.restore("old", ["g1"], 1);
+    gpus.restore("gone-device", ["g9"], 1);
+    expect(gpus.allocate("new", 1)).toEqual(["g0"]);
+    expect(gpus.allocate("more", 1)).toBeNull();
   });
 });

@@ -142,6 +142,7 @@ describe("LocalDriver with real python and node replicas", () => {
     restartBackoffMs: 100,
     restartBackoffMaxMs: 400,
     maxQuickCrashes: 3,
+    gpuDevices: ["GPU-test-0", "GPU-test-1"],
   };
   const events: ReplicaEvent[] = [];
   const logs: ReplicaLogLine[] = [];
@@ -363,7 +364,7 @@ describe("LocalDriver with real python and node replicas", () => {
         replicaSpec(
           CLUSTER_B,
           "probe",
-          { runtime: "python", entry: "handler:Probe", resources: { cpus: 1, memoryMb: 128 } },
+          { runtime: "python", entry: "handler:Probe", resources: { cpus: 1, memoryMb: 128, gpus: 1 } },
           { "handler.py": PROBE_HANDLER },
           { TESSERA_HANDLE_URL: "http://127.0.0.1:8080/v1/acme/demo" },
         ),
@@ -380,10 +381,24 @@ describe("LocalDriver with real python and node replicas", () => {
     expect(env.DATABASE_URL).toBeUndefined();
     expect(env.TESSERA_STRIPE_SECRET).toBeUndefined();
     expect(env.TESSERA_HANDLE_URL).toBe("http://127.0.0.1:8080/v1/acme/demo");
-    const allowed = /^(PATH|HOME|LANG|PYTHONPATH|PYTHONUNBUFFERED|PYTHONDONTWRITEBYTECODE|TESSERA_[A-Z_]+)$/;
+    const allowed =
+      /^(PATH|HOME|LANG|PYTHONPATH|PYTHONUNBUFFERED|PYTHONDONTWRITEBYTECODE|CUDA_VISIBLE_DEVICES|TESSERA_[A-Z_]+)$/;
     expect(Object.keys(env).filter((k) => !allowed.test(k))).toEqual([]);
     expect(env.HOME).toBe(join(dataDir, "clusters", CLUSTER_B, "replicas", "probe", "home"));
     expect(cwd).toBe(env.HOME);
+    expect(env.CUDA_VISIBLE_DEVICES).toBe("GPU-test-0");
+    // One of the two GPUs is taken: a replica asking for two cannot be placed.
+    const greedy = python(CLUSTER_B, "greedy");
+    greedy.config = { ...greedy.config, resources: { ...greedy.config.resources, gpus: 2 } };
+    await expect(driver.startReplica(greedy)).rejects.toMatchObject({ code: "OVERLOADED" });
+    // More than the host has at all: a failed replica that says why.
+    const impossible = python(CLUSTER_B, "impossible");
+    impossible.config = { ...impossible.config, resources: { ...impossible.config.resources, gpus: 3 } };
+    expect(await driver.startReplica(impossible)).toMatchObject({
+      phase: "failed",
+      reason: expect.stringMatching(/asks for 3 GPU\(s\) per replica; the cluster's host has 2/),
+    });
+    await driver.stopReplica(CLUSTER_B, "impossible");
 
     const pid = (await driver.replicaProcess(CLUSTER_B, "probe"))?.pid as number;
     if (driver.tools.prlimit) {

@@ -115,6 +115,16 @@ export function createControlWorker(options: ControlWorkerOptions): ControlWorke
     stalledInterval: options.stalledIntervalMs ?? 30_000,
   });
   worker.on("error", (err) => log("warn", "control worker error", { err: String(err) }));
+  // A job abandoned by dead workers too often is failed by BullMQ without running the processor
+  // again: its row, still `running`, says so too.
+  worker.on("failed", (bull, err) => {
+    if (!bull) return;
+    const { rowId, generation } = bull.data;
+    db.update(jobs)
+      .set({ state: "failed", error: err.message, finishedAt: new Date() })
+      .where(and(sameGeneration(rowId, generation), eq(jobs.state, "running")))
+      .catch((e: unknown) => log("warn", "could not record a failed job", { jobId: rowId, err: String(e) }));
+  });
   const ready = worker.waitUntilReady().then(() => undefined);
 
   return {

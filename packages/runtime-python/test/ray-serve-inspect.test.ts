@@ -83,7 +83,7 @@ describe("inspectRayServeApp", () => {
         upscaleDelayS: 1,
         downscaleDelayS: 30,
       },
-      resources: { cpus: 0.5, gpus: 0.25 },
+      resources: { cpus: 0.5, gpus: 0, memoryMb: 300 },
       maxOngoingRequests: 8,
     });
     expect(byName["count-model"]).toMatchObject({
@@ -134,6 +134,9 @@ describe("inspectRayServeApp", () => {
       max_replicas: 3,
       target_ongoing_requests: 5,
     });
+    expect(app.unsupportedCalls.filter((c) => c.file === "streaming.py")).toEqual([
+      { call: "handle.options(stream=...)", file: "streaming.py", line: 10 },
+    ]);
     expect(app.unsupportedCalls.filter((c) => c.file === "dag.py")).toEqual([
       { call: "ray.dag", file: "dag.py", line: 1 },
       { call: "ray.serve.drivers", file: "dag.py", line: 2 },

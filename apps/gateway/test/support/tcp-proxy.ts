@@ -8,6 +8,8 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 export class TcpProxy {
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
+  private readonly pairs: [Socket, Socket][] = [];
+  private hung = false;
   port = 0;
 
   constructor(
@@ -17,7 +19,12 @@ export class TcpProxy {
 
   async start(port = 0): Promise<this> {
     const server = createServer((client) => {
+      this.sockets.add(client);
+      client.on("close", () => this.sockets.delete(client));
+      client.on("error", () => client.destroy());
+      if (this.hung) return; // accepted, never answered
       const upstream = connect(this.targetPort, this.targetHost);
+      this.pairs.push([client, upstream]);
       for (const s of [client, upstream]) {
         this.sockets.add(s);
         s.on("close", () => this.sockets.delete(s));
@@ -35,6 +42,20 @@ export class TcpProxy {
     this.server = server;
     this.port = (server.address() as AddressInfo).port;
     return this;
+  }
+
+  /**
+   * Keeps every connection open but forwards nothing more, old or new: a hung server, the case
+   * where clients wait forever unless they bring their own deadline.
+   */
+  hang(): void {
+    this.hung = true;
+    for (const [client, upstream] of this.pairs) {
+      client.unpipe(upstream);
+      upstream.unpipe(client);
+      client.pause();
+      upstream.pause();
+    }
   }
 
   /** Refuses new connections and cuts the open ones. */

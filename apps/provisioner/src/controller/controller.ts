@@ -15,7 +15,7 @@ import {
 import { and, asc, eq, inArray, isNull, ne, or, sql } from "drizzle-orm";
 import type { Redis } from "ioredis";
 import { acquireOrRenewLease, releaseLease } from "../autoscaling/leader-lease.js";
-import { EnvironmentBuilds } from "./environment-builds.js";
+import { type BuildCharge, EnvironmentBuilds } from "./environment-builds.js";
 import { componentLog, type Log } from "./log.js";
 import { type HandleSettings, replicaHandleEnv } from "./replica-env.js";
 import {
@@ -61,6 +61,12 @@ export interface ControllerOptions {
   intervalMs?: number;
   /** Upper bound on a replica's drain on stop. Default 30 s. */
   maxDrainS?: number;
+  /**
+   * How long a replica marked draining keeps running before it is stopped, so gateways have
+   * reloaded their routing tables and send it nothing new (requests already on their way would
+   * otherwise meet a closing socket). Default 2000 ms.
+   */
+  routingGraceMs?: number;
   log?: Log;
 }
 
@@ -88,6 +94,8 @@ export class Controller {
   private readonly notReadySince = new Map<string, number>();
   private readonly stopping = new Map<string, Promise<void>>();
   private readonly holder = randomUUID();
+  /** Warnings given once per subject (a reconcile pass every few seconds would repeat them). */
+  private readonly warned = new Set<string>();
   readonly builds: EnvironmentBuilds;
   private timer: NodeJS.Timeout | null = null;
   private tickInFlight: Promise<void> = Promise.resolve();
@@ -310,6 +318,11 @@ export class Controller {
     const active = rows.filter((r) => r.state !== "stopped" && r.state !== "failed");
 
     if (dep.deletedAt) {
+      // Rollouts of a deleted deployment end here (their jobs stop following them).
+      await this.db
+        .update(revisions)
+        .set({ state: "superseded" })
+        .where(and(eq(revisions.deploymentId, dep.id), inArray(revisions.state, ROLLING_OUT)));
       await this.drain(view, driver, active.filter(isServing), "deployment deleted");
       if (active.length === 0 && dep.state !== "deleted")
         await this.db
@@ -326,7 +339,11 @@ export class Controller {
     if (desired && desired.id !== live?.id && ROLLING_OUT.includes(desired.state)) {
       const newStarted = active.some((r) => r.revisionId === desired.id);
       // Until the new revision has replicas, the live one is looked after as usual.
-      if (!newStarted && live) await this.keepServing(view, driver, live, active, { setState: false });
+      if (!newStarted && live) {
+        await this.keepServing(view, driver, live, active, { setState: false });
+        // The step counts what keepServing just started or drained.
+        return this.stepRollout(view, driver, desired, live, await activeReplicaRows(this.db, dep.id));
+      }
       await this.stepRollout(view, driver, desired, live, active);
     } else {
       await this.keepServing(view, driver, live, active);
@@ -461,17 +478,19 @@ export class Controller {
     }
     mine = mine.filter((r) => isServing(r));
     if (mine.length < count) {
-      const env = this.builds.ensure(driver, view.cluster.id, rev.envHash, notBefore);
+      const env = this.builds.ensure(driver, view.cluster.id, rev.envHash, notBefore, chargeOf(view, rev));
       if (env.state === "ready")
         await this.startReplicas(view, driver, rev, config, env.handle, count - mine.length);
       else if (env.state === "failed") {
         if (onFailure) await onFailure(`environment build failed: ${env.reason}`);
-        else
+        else if (!this.warned.has(`env:${rev.id}`)) {
+          this.warned.add(`env:${rev.id}`);
           this.log("warn", "a serving revision's environment is not available", {
             deploymentId: view.dep.id,
             revisionId: rev.id,
             reason: env.reason,
           });
+        }
       }
     }
     if (mine.length > count) {
@@ -557,7 +576,13 @@ export class Controller {
       await this.setRevisionState(desired, "building");
       await this.setDeploymentState(dep, "deploying");
     }
-    const build = this.builds.ensure(driver, view.cluster.id, desired.envHash, desired.createdAt.getTime());
+    const build = this.builds.ensure(
+      driver,
+      view.cluster.id,
+      desired.envHash,
+      desired.createdAt.getTime(),
+      chargeOf(view, desired),
+    );
     if (build.state === "failed")
       return this.failRollout(view, driver, desired, live, `environment build failed: ${build.reason}`);
     if (build.state === "building") return;
@@ -810,7 +835,14 @@ export class Controller {
     for (const r of rows) {
       const rev = revs.get(r.revisionId);
       const drainS = this.drainSeconds(rev ? parseConfig(rev) : undefined);
-      this.stopInBackground(driver, view.cluster.id, r.id, view.dep.id, drainS);
+      this.stopInBackground(
+        driver,
+        view.cluster.id,
+        r.id,
+        view.dep.id,
+        drainS,
+        this.options.routingGraceMs ?? 2000,
+      );
     }
   }
 
@@ -825,10 +857,11 @@ export class Controller {
     replicaId: string,
     deploymentId: string,
     drainTimeoutS: number,
+    graceMs = 0,
   ): void {
     if (this.stopping.has(replicaId)) return;
-    const stop = driver
-      .stopReplica(clusterId, replicaId, { drainTimeoutS })
+    const stop = new Promise((resolve) => setTimeout(resolve, graceMs))
+      .then(() => driver.stopReplica(clusterId, replicaId, { drainTimeoutS }))
       .then(async () => {
         await this.db
           .update(replicas)
@@ -940,6 +973,10 @@ export class Controller {
 function stopOrder(a: ReplicaRow, b: ReplicaRow): number {
   if ((a.state === "ready") !== (b.state === "ready")) return a.state === "ready" ? 1 : -1;
   return b.startedAt.getTime() - a.startedAt.getTime();
+}
+
+function chargeOf(view: DeploymentView, rev: RevisionView): BuildCharge {
+  return { orgId: view.dep.orgId, deploymentId: view.dep.id, revisionId: rev.id };
 }
 
 function parseConfig(rev: RevisionView): DeploymentConfig {

@@ -1,6 +1,7 @@
+import { recordUsageEvents } from "@tessera/billing/service";
 import type { ClusterDriver, EnvironmentHandle } from "@tessera/cluster";
 import { type EnvironmentSpec, environmentSpec, type RuntimeKind } from "@tessera/core";
-import { type Database, environmentLogs, environments } from "@tessera/db";
+import { clusters, type Database, environmentLogs, environments } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import type { Log } from "./log.js";
 
@@ -8,6 +9,13 @@ export type EnvironmentBuildState =
   | { state: "building" }
   | { state: "ready"; handle: EnvironmentHandle }
   | { state: "failed"; reason: string; failedAt: number };
+
+/** Who a build is metered to (`build_seconds`): the revision whose rollout needed it. */
+export interface BuildCharge {
+  orgId: string;
+  deploymentId: string;
+  revisionId: string;
+}
 
 interface Build {
   status: EnvironmentBuildState;
@@ -33,12 +41,18 @@ export class EnvironmentBuilds {
    * The build's state, starting it when none is known here. A failed build is retried only for
    * work that started after it failed (`notBefore`, epoch ms), so one revision sees one failure.
    */
-  ensure(driver: ClusterDriver, clusterId: string, hash: string, notBefore: number): EnvironmentBuildState {
+  ensure(
+    driver: ClusterDriver,
+    clusterId: string,
+    hash: string,
+    notBefore: number,
+    chargeTo?: BuildCharge,
+  ): EnvironmentBuildState {
     const key = `${clusterId}:${hash}`;
     const known = this.builds.get(key);
     if (known && !(known.status.state === "failed" && known.status.failedAt < notBefore)) return known.status;
     const build: Build = { status: { state: "building" }, done: Promise.resolve() };
-    build.done = this.run(driver, clusterId, hash).then(
+    build.done = this.run(driver, clusterId, hash, chargeTo).then(
       (handle) => {
         build.status = { state: "ready", handle };
       },
@@ -68,7 +82,46 @@ export class EnvironmentBuilds {
     await Promise.all([...this.builds.values()].map((b) => b.done));
   }
 
-  private async run(driver: ClusterDriver, clusterId: string, hash: string): Promise<EnvironmentHandle> {
+  /**
+   * Build time is charged to the organisation whose cluster asked for the environment, and to the
+   * deployment and revision whose rollout needed it when known.
+   */
+  private async meterBuild(
+    clusterId: string,
+    hash: string,
+    buildMs: number,
+    chargeTo: BuildCharge | undefined,
+  ): Promise<void> {
+    try {
+      const [cluster] = await this.db
+        .select({ orgId: clusters.orgId })
+        .from(clusters)
+        .where(eq(clusters.id, clusterId));
+      if (!cluster) return;
+      const at = new Date();
+      await recordUsageEvents(this.db, [
+        {
+          id: `build:${clusterId}:${hash}:${at.getTime()}`,
+          orgId: cluster.orgId,
+          deploymentId: chargeTo?.deploymentId ?? null,
+          revisionId: chargeTo?.revisionId ?? null,
+          kind: "build_seconds",
+          quantity: buildMs / 1000,
+          at,
+          meta: { envHash: hash },
+        },
+      ]);
+    } catch (err) {
+      this.log("warn", "build time not metered", { hash, clusterId, err: String(err) });
+    }
+  }
+
+  private async run(
+    driver: ClusterDriver,
+    clusterId: string,
+    hash: string,
+    chargeTo: BuildCharge | undefined,
+  ): Promise<EnvironmentHandle> {
     const [row] = await this.db.select().from(environments).where(eq(environments.hash, hash));
     if (!row) throw new Error(`environment ${hash} is not recorded`);
     const spec = environmentSpec.safeParse(row.spec);
@@ -88,6 +141,7 @@ export class EnvironmentBuilds {
         .update(environments)
         .set({ state: "ready", path: handle.location, finishedAt: new Date() })
         .where(eq(environments.hash, hash));
+      if (handle.buildMs !== undefined) await this.meterBuild(clusterId, hash, handle.buildMs, chargeTo);
       return handle;
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);

@@ -1,5 +1,5 @@
 import type { ControlJob } from "@tessera/core";
-import { type Database, deployments, replicas, revisions } from "@tessera/db";
+import { clusters, type Database, deployments, replicas, revisions } from "@tessera/db";
 import { type ControlJobContext, type ControlJobHandler, permanentFailure } from "@tessera/jobs";
 import { and, eq, inArray, isNotNull, ne } from "drizzle-orm";
 import type { Controller } from "./controller.js";
@@ -47,9 +47,19 @@ export function controlJobHandler(
         .from(revisions)
         .where(eq(revisions.id, revisionId));
       if (!rev) throw permanentFailure(`revision ${revisionId} not found`);
-      if (rev.state !== reported) {
-        reported = rev.state;
-        await ctx.log(`revision v${rev.version}: ${rev.state}${rev.reason ? ` (${rev.reason})` : ""}`);
+      const [where] = await db
+        .select({ cluster: clusters.state, clusterReason: clusters.stateReason })
+        .from(deployments)
+        .innerJoin(clusters, eq(clusters.id, deployments.clusterId))
+        .where(eq(deployments.id, rev.deploymentId));
+      const waitingFor =
+        where && where.cluster !== "ready"
+          ? ` (waiting for the cluster: ${where.cluster}${where.clusterReason ? `, ${where.clusterReason}` : ""})`
+          : "";
+      const status = `revision v${rev.version}: ${rev.state}${rev.reason ? ` (${rev.reason})` : ""}${waitingFor}`;
+      if (status !== reported) {
+        reported = status;
+        await ctx.log(status);
       }
       if (rev.state === "live" || rev.state === "superseded" || rev.state === "rolled_back") return;
       if (rev.state === "failed") throw permanentFailure(rev.reason ?? "the rollout failed");

@@ -57,6 +57,8 @@ export async function createTestPlatform(
         redisUrl: REDIS_URL,
         redisPrefix: prefix,
         driverFor: typeof driver === "function" ? driver() : () => driver,
+        // A shared scripted driver has no gateway in front to wait for; real drivers keep the default.
+        ...(typeof driver === "function" ? {} : { routingGraceMs: 0 }),
         reconcileIntervalMs: 300,
         autoscalerIntervalMs: 200,
         jobLockMs: 2000,

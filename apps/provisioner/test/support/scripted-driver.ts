@@ -61,8 +61,9 @@ export class ScriptedDriver implements ClusterDriver {
       throw new Error("pip install exited with status 1");
     }
     onLog("done");
+    const reused = this.builtEnvironments.includes(env.hash);
     this.builtEnvironments.push(env.hash);
-    return { hash: env.hash, location: `/envs/${env.hash}` };
+    return { hash: env.hash, location: `/envs/${env.hash}`, ...(reused ? {} : { buildMs: 1500 }) };
   }
 
   async startReplica(spec: ReplicaSpec): Promise<ReplicaStatus> {

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { canaryPercent, type TrafficSplit } from "@tessera/core";
-import { deployments, revisions } from "@tessera/db";
-import { and, eq, sql } from "drizzle-orm";
+import { type Database, deployments, revisions, usageEvents } from "@tessera/db";
+import { and, eq, gte, inArray, ne, sql } from "drizzle-orm";
 import { z } from "zod";
 import type { Context } from "../context.js";
 import { apiError, issueFieldErrors } from "../errors.js";
@@ -49,6 +49,40 @@ async function announceSplit(
   return jobId;
 }
 
+/** Requests, errors (5xx) and latency percentiles per revision since `since`, from usage events. */
+async function revisionStats(db: Database, deploymentId: string, revisionIds: string[], since: Date) {
+  if (revisionIds.length === 0) return [];
+  const rows = await db
+    .select({
+      revisionId: usageEvents.revisionId,
+      requests: sql<number>`count(*)::int`,
+      errors: sql<number>`count(*) filter (where ${usageEvents.status} >= 500)::int`,
+      p50Ms: sql<number | null>`percentile_cont(0.5) within group (order by ${usageEvents.latencyMs})`,
+      p95Ms: sql<number | null>`percentile_cont(0.95) within group (order by ${usageEvents.latencyMs})`,
+    })
+    .from(usageEvents)
+    .where(
+      and(
+        eq(usageEvents.deploymentId, deploymentId),
+        eq(usageEvents.kind, "request"),
+        inArray(usageEvents.revisionId, revisionIds),
+        gte(usageEvents.at, since),
+      ),
+    )
+    .groupBy(usageEvents.revisionId);
+  const round = (v: number | null) => (v === null ? null : Math.round(Number(v) * 10) / 10);
+  return revisionIds.map((id) => {
+    const r = rows.find((x) => x.revisionId === id);
+    return {
+      revisionId: id,
+      requests: r?.requests ?? 0,
+      errors: r?.errors ?? 0,
+      p50Ms: round(r?.p50Ms ?? null),
+      p95Ms: round(r?.p95Ms ?? null),
+    };
+  });
+}
+
 async function runningCanary(tx: Tx, orgId: string, id: string) {
   const dep = await lockDeployment(tx, orgId, id);
   if (!dep.traffic) throw apiError("CONFLICT", "no canary is running on this deployment");
@@ -66,7 +100,17 @@ export const trafficRouter = router({
         dep.traffic?.canaryRevisionId,
       ]);
       const split = dep.traffic;
+      // Since the canary started (else the last hour): what to compare before promoting.
+      const since = split ? new Date(split.startedAt) : new Date(Date.now() - 3600_000);
+      const stats = await revisionStats(
+        ctx.db,
+        dep.id,
+        [dep.liveRevisionId, split?.canaryRevisionId].filter((x): x is string => !!x),
+        since,
+      );
       return {
+        since: since.toISOString(),
+        stats,
         deploymentId: dep.id,
         live: dep.liveRevisionId ? (byId.get(dep.liveRevisionId) ?? null) : null,
         canary: split
@@ -218,7 +262,14 @@ export const trafficRouter = router({
         await tx
           .update(revisions)
           .set({ state: "rolled_back" })
-          .where(and(eq(revisions.id, split.canaryRevisionId), eq(revisions.deploymentId, dep.id)));
+          // A canary the controller marked failed keeps that state (and its reason).
+          .where(
+            and(
+              eq(revisions.id, split.canaryRevisionId),
+              eq(revisions.deploymentId, dep.id),
+              ne(revisions.state, "failed"),
+            ),
+          );
         return { deployment: updated!, revisionId: split.canaryRevisionId };
       });
       const jobId = await announceSplit(ctx, result.deployment.id);

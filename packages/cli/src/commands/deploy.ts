@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { bundleDirectory } from "../bundle.js";
 import { type ApiClient, CliError } from "../client.js";
-import { MANIFEST_FILE, readManifest } from "../manifest.js";
+import { MANIFEST_FILE, type Manifest, readManifest } from "../manifest.js";
 import { type OrgInfo, resolveApplication } from "../org.js";
 
 export interface DeployOptions {
@@ -41,6 +41,7 @@ export async function deploy(
 ): Promise<DeployResult> {
   const code = await bundleDirectory(o.dir);
   const manifest = await readManifest(o.dir);
+  if (manifest.rayServe) return deployRayServe(api, org, gatewayUrl, o, manifest, code, print);
   const name = o.name ?? manifest.name;
   const appName = o.application ?? manifest.application ?? name;
   if (!name) throw new CliError(`name the deployment: --name, or "name" in ${MANIFEST_FILE}`);
@@ -66,8 +67,98 @@ export async function deploy(
   print(`submitted ${app.name}/${name} revision ${version} (job ${submitted.jobId})`);
   if (o.detach)
     return { deploymentId: submitted.deployment.id, version, state: "deploying", reason: null, endpoint };
+  return follow(
+    api,
+    org,
+    {
+      deploymentId: submitted.deployment.id,
+      version,
+      jobId: submitted.jobId,
+      envHash: submitted.revision.envHash,
+    },
+    endpoint,
+    Date.now() + o.timeoutS * 1000,
+    o.pollMs,
+    print,
+  );
+}
 
+/**
+ * A Ray Serve application (`rayServe` in tessera.json): every Ray deployment becomes a deployment
+ * of the application, submitted together with the versions last seen, then followed one by one.
+ */
+async function deployRayServe(
+  api: ApiClient,
+  org: OrgInfo,
+  gatewayUrl: string,
+  o: DeployOptions,
+  manifest: Manifest,
+  code: Awaited<ReturnType<typeof bundleDirectory>>,
+  print: (line: string) => void,
+): Promise<DeployResult> {
+  const appName = o.application ?? manifest.application;
+  if (!appName) throw new CliError(`name the application: --app, or "application" in ${MANIFEST_FILE}`);
+  const app = await resolveApplication(api, org, appName, o.cluster ?? manifest.cluster, print);
+  const current = (await api.applications.get.query({ orgId: org.id, applicationId: app.id })).deployments;
+  const submitted = await api.rayServe.deploy.mutate({
+    orgId: org.id,
+    applicationId: app.id,
+    entry: o.entry ?? manifest.rayServe!.entry,
+    code,
+    prevVersions: Object.fromEntries(current.map((d) => [d.name, d.version])),
+    // Validated by the API, which answers field by field.
+    environment: manifest.rayServe!.environment as Parameters<
+      ApiClient["rayServe"]["deploy"]["mutate"]
+    >[0]["environment"],
+  });
+  for (const w of submitted.warnings) print(`warning: ${w}`);
+  for (const d of submitted.deployments)
+    print(
+      `submitted ${app.name}/${d.deployment.name} revision ${d.revision.version} (job ${d.jobId}) for Ray deployment ${d.rayName}`,
+    );
+  const endpoint = `${gatewayUrl.replace(/\/+$/, "")}/v1/${org.slug}/${app.name}/`;
   const deadline = Date.now() + o.timeoutS * 1000;
+  const ingress = submitted.deployments.find((d) => d.deployment.name === submitted.ingress)!;
+  let result: DeployResult = {
+    deploymentId: ingress.deployment.id,
+    version: ingress.revision.version,
+    state: "deploying",
+    reason: null,
+    endpoint,
+  };
+  if (o.detach) return result;
+  for (const d of submitted.deployments) {
+    const r = await follow(
+      api,
+      org,
+      {
+        deploymentId: d.deployment.id,
+        version: d.revision.version,
+        jobId: d.jobId,
+        envHash: d.revision.envHash,
+      },
+      endpoint,
+      deadline,
+      o.pollMs,
+      print,
+    );
+    if (r.state === "failed") return r;
+    if (d === ingress) result = r;
+  }
+  return result;
+}
+
+/** Follows one revision's rollout (job log, environment build, replicas) until live or failed. */
+async function follow(
+  api: ApiClient,
+  org: OrgInfo,
+  submitted: { deploymentId: string; version: number; jobId: string; envHash: string },
+  endpoint: string,
+  deadline: number,
+  pollMs: number | undefined,
+  print: (line: string) => void,
+): Promise<DeployResult> {
+  const { version } = submitted;
   let jobSince = 0;
   let envSince = 0;
   let lastReplicas = "";
@@ -76,13 +167,13 @@ export async function deploy(
     for (const l of job.lines) print(`  ${l.line}`);
     jobSince = job.nextSinceId;
     const env = await api.environments.get
-      .query({ orgId: org.id, hash: submitted.revision.envHash, sinceId: envSince })
+      .query({ orgId: org.id, hash: submitted.envHash, sinceId: envSince })
       .catch(() => null);
     if (env) {
       for (const l of env.lines) print(`  [env] ${l.line}`);
       envSince = env.nextSinceId;
     }
-    const dep = await api.deployments.get.query({ orgId: org.id, deploymentId: submitted.deployment.id });
+    const dep = await api.deployments.get.query({ orgId: org.id, deploymentId: submitted.deploymentId });
     const reps = await api.deployments.replicas.query({ orgId: org.id, deploymentId: dep.id });
     const summary = reps.map((r) => r.state).join(" ");
     if (summary !== lastReplicas) {
@@ -104,8 +195,8 @@ export async function deploy(
     }
     if (Date.now() > deadline)
       throw new CliError(
-        `revision ${version} is not live after ${o.timeoutS}s (state ${dep.state}); still rolling out`,
+        `revision ${version} of ${dep.name} is not live in time (state ${dep.state}); still rolling out`,
       );
-    await sleep(o.pollMs ?? 1000);
+    await sleep(pollMs ?? 1000);
   }
 }

@@ -65,4 +65,12 @@ export async function traffic(
     print(
       `${ref}: ${live} ${100 - split.canary.percent}%, canary revision ${split.canary.revision?.version ?? "?"} ${split.canary.percent}%`,
     );
+  const versions = new Map(
+    [split.live, split.canary?.revision].filter((r) => !!r).map((r) => [r!.id, r!.version]),
+  );
+  for (const s of split.stats.filter((x) => x.requests > 0))
+    print(
+      `  revision ${versions.get(s.revisionId) ?? "?"}: ${s.requests} requests, ${s.errors} errors, ` +
+        `p50 ${s.p50Ms ?? "-"} ms, p95 ${s.p95Ms ?? "-"} ms`,
+    );
 }

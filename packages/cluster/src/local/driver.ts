@@ -21,6 +21,7 @@ import type {
   ReplicaSpec,
   ReplicaStatus,
 } from "../driver.js";
+import { detectGpus, GpuAllocator } from "./gpus.js";
 import { clusterUid, confineClusterDirs, confineReplicaDir } from "./isolation.js";
 import { findExecutable, type HostTools, prepareReplicaLaunch, resolvePython } from "./launch.js";
 import type { ReplicaLogLine } from "./logs.js";
@@ -97,11 +98,14 @@ export class LocalDriver implements ClusterDriver {
   private readonly clusters = new Map<string, ClusterRecord>();
   private readonly replicas = new Map<string, Map<string, SupervisedReplica>>();
   private readonly builder: EnvironmentBuilder;
+  private readonly gpus: GpuAllocator;
   private readonly ownsBuilder: boolean;
   private readonly adopted: Promise<void>;
   private basePython: Promise<string> | undefined;
   /** Port picking is check-then-bind: serialised so two replicas never get the same port. */
   private portLock: Promise<unknown> = Promise.resolve();
+  /** Where the next port search of each cluster starts (round-robin through its slice). */
+  private readonly portCursor = new Map<string, number>();
   private closed = false;
   private readonly scope: string | undefined;
 
@@ -122,6 +126,7 @@ export class LocalDriver implements ClusterDriver {
       this.onError(new Error("prlimit not found: replica memory limits are not enforced"));
     if (!this.tools.taskset)
       this.onError(new Error("taskset not found: replica CPU counts are not enforced"));
+    this.gpus = new GpuAllocator(this.settings.gpuDevices ?? detectGpus());
     this.ownsBuilder = !options.environmentBuilder;
     this.builder =
       options.environmentBuilder ??
@@ -176,6 +181,7 @@ export class LocalDriver implements ClusterDriver {
         ...(record.uid !== undefined ? { uid: record.uid } : {}),
         memoryLimit: this.tools.prlimit ? "prlimit --data" : "not enforced",
         cpuLimit: this.tools.taskset ? "taskset" : "not enforced",
+        gpus: this.gpus.devices.length,
       },
     };
   }
@@ -202,7 +208,11 @@ export class LocalDriver implements ClusterDriver {
     onLog: (line: string) => void,
   ): Promise<EnvironmentHandle> {
     const ensured = await this.builder.ensure({ runtime: env.runtime, spec: env.spec }, onLog);
-    return { hash: ensured.hash, location: ensured.location };
+    return {
+      hash: ensured.hash,
+      location: ensured.location,
+      ...(ensured.buildMs !== undefined ? { buildMs: ensured.buildMs } : {}),
+    };
   }
 
   // ------------------------------------------------------------------ replicas
@@ -232,9 +242,26 @@ export class LocalDriver implements ClusterDriver {
       restarts: 0,
       quickCrashes: 0,
       healthCheck: { periodS, timeoutS, failureThreshold, startupTimeoutS },
+      gpus: spec.config.resources.gpus,
+      gpuDevices: [],
     };
     const replica = this.track(dir, record);
+    const gpuHolder = `${spec.clusterId}/${spec.replicaId}`;
     try {
+      // More GPUs than the host has is the revision's problem (a failed replica with the reason);
+      // not enough free right now is a capacity problem the caller may retry (OVERLOADED).
+      if (!this.gpus.couldEverFit(record.gpus))
+        throw new TesseraError(
+          "ENV_UNSUPPORTED",
+          `this deployment asks for ${record.gpus} GPU(s) per replica; the cluster's host has ${this.gpus.devices.length}`,
+        );
+      const devices = this.gpus.allocate(gpuHolder, record.gpus);
+      if (devices === null)
+        throw new TesseraError(
+          "OVERLOADED",
+          `replica ${spec.replicaId} needs ${record.gpus} GPU(s); not that much is free among this host's ${this.gpus.devices.length}`,
+        );
+      record.gpuDevices = devices;
       record.port = await this.pickPort(spec.clusterId, null);
       record.launch = await prepareReplicaLaunch({
         spec,
@@ -243,6 +270,7 @@ export class LocalDriver implements ClusterDriver {
         drainTimeoutS: this.settings.drainTimeoutS,
         basePython: () => this.resolveBasePython(),
         tools: this.tools,
+        gpuDevices: devices,
       });
       if (cluster.uid !== undefined) {
         await confineReplicaDir(dir, cluster.uid);
@@ -253,6 +281,7 @@ export class LocalDriver implements ClusterDriver {
       // replica the controller can report; a malformed request is the caller's error.
       if (err instanceof TesseraError && (err.code === "VALIDATION_FAILED" || err.code === "OVERLOADED")) {
         this.replicas.get(spec.clusterId)?.delete(spec.replicaId);
+        this.gpus.release(gpuHolder);
         rmSync(dir, { recursive: true, force: true });
         throw err;
       }
@@ -340,8 +369,9 @@ export class LocalDriver implements ClusterDriver {
       onError: (err) => this.onError(err),
       pickPort: (preferred) => this.pickPort(clusterId, preferred, replicaId),
       forget: () => {
-        if (this.replicas.get(clusterId)?.get(replicaId) === replica)
-          this.replicas.get(clusterId)?.delete(replicaId);
+        if (this.replicas.get(clusterId)?.get(replicaId) !== replica) return;
+        this.replicas.get(clusterId)?.delete(replicaId);
+        this.gpus.release(`${clusterId}/${replicaId}`);
       },
     });
     byId.set(replicaId, replica);
@@ -349,14 +379,16 @@ export class LocalDriver implements ClusterDriver {
   }
 
   private pickPort(clusterId: string, preferred: number | null, forReplica?: string): Promise<number> {
-    const run = this.portLock.then(() => {
+    const run = this.portLock.then(async () => {
       const cluster = this.cluster(clusterId);
       if (!cluster) throw new TesseraError("NOT_FOUND", `cluster ${clusterId} is not provisioned here`);
       const taken = new Set<number>();
       for (const [id, r] of this.replicas.get(clusterId) ?? [])
         if (id !== forReplica && r.record.port !== null) taken.add(r.record.port);
       const keep = preferred !== null && !taken.has(preferred) ? preferred : undefined;
-      return pickPort(cluster.ports, taken, keep);
+      const port = await pickPort(cluster.ports, taken, keep, this.portCursor.get(clusterId));
+      if (port !== keep) this.portCursor.set(clusterId, port + 1);
+      return port;
     });
     this.portLock = run.catch(() => {});
     return run;
@@ -397,6 +429,10 @@ export class LocalDriver implements ClusterDriver {
           continue;
         }
         try {
+          this.gpus.restore(`${clusterId}/${replicaId}`, record.gpuDevices ?? [], record.gpus ?? 0);
+          // Continue the round-robin after the ports in use, not from the start of the slice.
+          if (record.port !== null && record.port >= (this.portCursor.get(clusterId) ?? 0))
+            this.portCursor.set(clusterId, record.port + 1);
           this.track(dir, record).adopt();
         } catch (err) {
           this.onError(err);

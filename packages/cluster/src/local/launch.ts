@@ -111,18 +111,27 @@ export interface PrepareOptions {
   /** Absolute base python, for python replicas without a built environment. */
   basePython: () => Promise<string>;
   tools: HostTools;
+  /** The GPUs the replica was given ([] hides every GPU from it). */
+  gpuDevices: string[];
 }
 
 /** The least RLIMIT_DATA the node runtime starts under (measured: aborts at 80 MB, runs at 96 MB). */
 export const NODE_MIN_DATA_MB = 128;
 
-const PLATFORM_ENV_KEYS = new Set(["PATH", "HOME", "LANG", "PYTHONPATH", "NODE_OPTIONS"]);
+const PLATFORM_ENV_KEYS = new Set([
+  "PATH",
+  "HOME",
+  "LANG",
+  "PYTHONPATH",
+  "NODE_OPTIONS",
+  "CUDA_VISIBLE_DEVICES",
+]);
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
  * Writes the code, bundles it (node), and returns the exact command and environment of the
  * replica. The environment is built from nothing: PATH, HOME (the replica's own directory),
- * LANG, the runtime contract and `extraEnv` — never this process's environment, which holds the
+ * LANG, CUDA_VISIBLE_DEVICES, the runtime contract and `extraEnv` — never this process's environment, which holds the
  * platform's database URL and secrets. Throws NodeBundleError / TesseraError for the tenant.
  */
 export async function prepareReplicaLaunch(o: PrepareOptions): Promise<ReplicaLaunch> {
@@ -152,7 +161,7 @@ export async function prepareReplicaLaunch(o: PrepareOptions): Promise<ReplicaLa
     drainTimeoutS: o.drainTimeoutS,
   });
   // The contract wins over extraEnv: the driver, not the caller, decides port, code and identity.
-  const env = { ...extra, ...contract };
+  const env = { ...extra, ...contract, CUDA_VISIBLE_DEVICES: o.gpuDevices.join(",") };
   const memoryMb = spec.config.resources.memoryMb;
   const envKind = spec.config.environment.kind;
 

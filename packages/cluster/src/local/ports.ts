@@ -65,10 +65,20 @@ export function portIsFree(port: number): Promise<boolean> {
 /**
  * A port of `range` that no replica of the cluster holds and nothing else listens on. `preferred`
  * (the port a restarting replica had) is kept when still free, so its address survives restarts.
+ * Otherwise the search starts at `startAt` and wraps: ports are handed out round-robin, so a port
+ * just given up is not reused at once (a router with a stale table would reach the wrong replica).
  */
-export async function pickPort(range: PortRange, taken: Set<number>, preferred?: number): Promise<number> {
+export async function pickPort(
+  range: PortRange,
+  taken: Set<number>,
+  preferred?: number,
+  startAt: number = range.from,
+): Promise<number> {
   if (preferred !== undefined && (await portIsFree(preferred))) return preferred;
-  for (let port = range.from; port <= range.to; port++) {
+  const size = range.to - range.from + 1;
+  const offset = (((startAt - range.from) % size) + size) % size;
+  for (let i = 0; i < size; i++) {
+    const port = range.from + ((offset + i) % size);
     if (taken.has(port)) continue;
     if (await portIsFree(port)) return port;
   }

@@ -37,6 +37,9 @@ export interface ReplicaRecord {
   restarts: number;
   quickCrashes: number;
   healthCheck: HealthCheckSettings;
+  /** The GPUs given to the replica and the share it asked for (restored on adoption). */
+  gpus: number;
+  gpuDevices: string[];
   failedReason?: string;
   /** Set once stopReplica began: the SIGKILL deadline (epoch ms). */
   stopDeadline?: number;

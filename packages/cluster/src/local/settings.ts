@@ -25,6 +25,8 @@ export interface LocalDriverSettings {
    * runAsUid + n, confined to their own directory (see isolation.ts). Null: the provisioner's user.
    */
   runAsUid: number | null;
+  /** GPU ids (UUIDs or indices) replicas may be given; null: the host's, from `nvidia-smi`. */
+  gpuDevices: string[] | null;
 }
 
 export const DEFAULT_LOCAL_SETTINGS: Omit<LocalDriverSettings, "dataDir"> = {
@@ -38,6 +40,7 @@ export const DEFAULT_LOCAL_SETTINGS: Omit<LocalDriverSettings, "dataDir"> = {
   quickCrashMs: 30_000,
   maxQuickCrashes: 5,
   runAsUid: null,
+  gpuDevices: null,
 };
 
 const NUMERIC_LIMITS: Record<string, [min: number, max: number, integer: boolean]> = {
@@ -78,6 +81,12 @@ export function localDriverSettings(
     if (value === undefined) continue;
     if (typeof value !== "string" || value.trim() === "") throw invalid(`${key} must be a non-empty string`);
     out[key] = value.trim();
+  }
+  if (config.gpuDevices !== undefined) {
+    const ids = config.gpuDevices;
+    if (!Array.isArray(ids) || !ids.every((d) => typeof d === "string" && /^[A-Za-z0-9_:.-]{1,100}$/.test(d)))
+      throw invalid("gpuDevices must be a list of GPU ids (UUIDs or indices)");
+    out.gpuDevices = [...new Set(ids as string[])];
   }
   if (config.python === undefined && env.TESSERA_PYTHON?.trim()) out.python = env.TESSERA_PYTHON.trim();
   const settings = {

@@ -295,7 +295,7 @@ class _Target:
             raise ValueError("a handle route must be a path starting with '/', got %r" % (route,))
         self.deployment = handle.name
         base, token = handle._config()
-        path = quote(route, safe="/%:@!$&'()*+,;=-._~")
+        path = quote(route, safe="/?%:@!$&'()*+,;=-._~")
         self.url = "%s/%s%s" % (base, handle.name, path)
         if query:
             self.url += ("&" if "?" in path else "?") + urlencode(query, doseq=True)

@@ -171,6 +171,12 @@ export function compositionSuite(runtime: CompositionRuntime): void {
         expect(missing.json().error.message).toMatch(/404/);
       });
 
+      it("pass query strings, in the route and as a query option", async () => {
+        const r = await send(front.url, "/query");
+        expect(r.status, r.text).toBe(200);
+        expect(r.json()).toEqual({ a: ["1"], b: ["two words"], c: ["3", "4"] });
+      });
+
       it("cannot reach another organisation's application", async () => {
         const before = ingress.hits.length;
         const r = await send(intruder.url, "/chain", { body: { text: "let me in" } });

@@ -10,7 +10,7 @@ import asyncio
 import concurrent.futures
 from typing import Any, Awaitable, Callable, Dict, Optional, Tuple
 
-from .errors import RayServeException
+from .errors import RayServeException, unsupported
 
 Router = Callable[[str, str, Tuple[Any, ...], Dict[str, Any]], Awaitable[Any]]
 
@@ -52,10 +52,6 @@ class DeploymentResponse:
         else:
             self._loop.call_soon_threadsafe(self._future.cancel)
 
-    # Ray 2.x code sometimes passes a response to `ray.get`; treat it like `.result()`.
-    def _to_object_ref(self) -> "DeploymentResponse":
-        return self
-
 
 async def _await(fut: Any) -> Any:
     return await fut
@@ -95,8 +91,10 @@ class DeploymentHandle:
         self.app_name = app_name
         self._method_name = method_name
 
-    def options(self, method_name: Optional[str] = None, **_: Any) -> "DeploymentHandle":
-        # Other options (multiplexed_model_id, stream, use_new_handle_api) do not change routing here.
+    def options(self, method_name: Optional[str] = None, stream: bool = False, **_: Any) -> "DeploymentHandle":
+        # Other options (multiplexed_model_id, use_new_handle_api) do not change routing here.
+        if stream:
+            raise unsupported("handle.options(stream=True)")
         return DeploymentHandle(self.deployment_name, self.app_name, method_name or self._method_name)
 
     def remote(self, *args: Any, **kwargs: Any) -> DeploymentResponse:

@@ -131,6 +131,10 @@ def _scan(tree: ast.AST, rel: str) -> List[Dict[str, Any]]:
     if not uses_ray:
         return []
     for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "options"
+                and any(k.arg == "stream" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                        for k in node.keywords)):
+            out.append({"call": "handle.options(stream=...)", "file": rel, "line": node.lineno})
         if not isinstance(node, ast.Attribute):
             continue
         base = node.value

@@ -60,6 +60,9 @@ class RayReplica:
         self.instances: Dict[str, Any] = {}
         self.contexts: Dict[str, ReplicaContext] = {}
         self.asgi: Optional[Callable[..., Any]] = None
+        # Handle calls through the gateway block a thread each for their whole duration: their own
+        # pool, so a fan-out never starves the handlers' worker threads.
+        self.io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=128, thread_name_prefix="handle-io")
         self.lifespan: Optional[Lifespan] = None
 
     # ---- construction (runs in a worker thread) ----------------------------------------------
@@ -188,7 +191,7 @@ class RayReplica:
             "%s/%s%s%s" % (self.handle_url, target, CALL_PREFIX, method), data=body, method="POST",
             headers={"content-type": "application/json", "authorization": "Bearer %s" % self.handle_token,
                      "x-request-id": _request_id.get() or ""})
-        status, payload = await self.loop.run_in_executor(self.pool, _post, req)
+        status, payload = await self.loop.run_in_executor(self.io_pool, _post, req)
         try:
             data = json.loads(payload) if payload else {}
         except ValueError:
@@ -203,7 +206,7 @@ class RayReplica:
     # ---- serving (called by the runtime on the event loop) ------------------------------------
 
     async def serve_http(self, method: str, target: str, path: str, version: str, headers: Dict[str, str],
-                         body: bytes, exchange: HttpExchange, request_id: str,
+                         exchange: HttpExchange, request_id: str,
                          peer: Optional[Tuple[str, int]], sock: Optional[Tuple[str, int]]) -> None:
         assert self.asgi is not None
         token = set_replica_context(self.contexts[self.name])

@@ -43,7 +43,7 @@ async def dispatch(rt: Any, req: Any, writer: asyncio.StreamWriter, request_id: 
     exchange = HttpExchange(writer, req.body, lambda status, headers, close: rt.head_bytes(req, status, headers, request_id, close),
                             not keep, req.method == "HEAD")
     try:
-        await ray.serve_http(req.method, req.target, req.path, req.version, req.headers, req.body, exchange, request_id,
+        await ray.serve_http(req.method, req.target, req.path, req.version, req.headers, exchange, request_id,
                              _addr(writer.get_extra_info("peername")), _addr(writer.get_extra_info("sockname")))
     except Exception as e:
         if not exchange.head_sent:
