@@ -9,6 +9,7 @@ import { StateBadge } from "@/components/state-badge";
 import { Loading, When } from "@/components/when";
 import { shownError } from "@/lib/errors";
 import { useTRPC } from "@/lib/trpc";
+import { KubernetesClusterConfig } from "./kubernetes-cluster-config";
 
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
@@ -154,6 +155,7 @@ export function AdminDashboard({ email }: { email: string }) {
           },
         ]}
       />
+      <KubernetesClusterConfig clusters={(clusters.data ?? []).filter((c) => c.driver === "kubernetes")} />
     </main>
   );
 }
