@@ -17,8 +17,9 @@ import { DeployProgress } from "./progress";
 import { Revisions } from "./revisions";
 import { ScalingSettings } from "./settings";
 import { Endpoint } from "./try-it";
+import { Uptime } from "./uptime";
 
-const TABS = ["Metrics", "Replicas", "Revisions", "Logs", "Scaling events", "Settings"] as const;
+const TABS = ["Metrics", "Uptime", "Replicas", "Revisions", "Logs", "Scaling events", "Settings"] as const;
 type Tab = (typeof TABS)[number];
 
 function Replicas({ deploymentId }: { deploymentId: string }) {
@@ -125,6 +126,7 @@ function DeploymentDetail() {
       </div>
       <div role="tabpanel" aria-label={tab}>
         {tab === "Metrics" ? <TrafficCharts deploymentId={d.id} /> : null}
+        {tab === "Uptime" ? <Uptime deploymentId={d.id} /> : null}
         {tab === "Replicas" ? <Replicas deploymentId={d.id} /> : null}
         {tab === "Revisions" ? <Revisions dep={d} onRolledBack={setJobId} /> : null}
         {tab === "Logs" ? <Logs deploymentId={d.id} /> : null}
