@@ -3,6 +3,7 @@ import { DEFAULT_REDIS_PREFIX } from "@tessera/core";
 import { connect } from "@tessera/db";
 import { Redis } from "ioredis";
 import { componentLog } from "./controller/log.js";
+import { startMetricsServer } from "./metrics-server.js";
 import { startProvisioner } from "./provisioner.js";
 
 const log = componentLog("provisioner");
@@ -25,6 +26,12 @@ const provisioner = startProvisioner({
   handles: secret && gatewayUrl ? { secret, gatewayUrl } : undefined,
 });
 await provisioner.ready;
+// Prometheus metrics on METRICS_PORT when set (the Kubernetes manifests set 9090).
+const metricsPort = process.env.METRICS_PORT ? Number(process.env.METRICS_PORT) : undefined;
+const metrics =
+  metricsPort !== undefined && Number.isInteger(metricsPort) && metricsPort > 0
+    ? await startMetricsServer(metricsPort, process.env.METRICS_HOST ?? "0.0.0.0")
+    : undefined;
 // Metering rollups, Stripe sync, uptime probes and retention run as the `billing` queue's jobs.
 const billingRedis = new Redis(redisUrl, { maxRetriesPerRequest: null });
 const billing = await startBillingJobs({
@@ -32,6 +39,7 @@ const billing = await startBillingJobs({
   redis: billingRedis,
   prefix: redisPrefix,
   queues: bullQueueMonitor(billingRedis, redisPrefix),
+  registry: metrics?.registry,
   // Probes go through the gateway (what clients see); without one, straight to the replicas.
   probe: secret && gatewayUrl ? { gateway: { url: gatewayUrl, secret } } : undefined,
   log,
@@ -44,7 +52,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const)
     if (stopping) return;
     stopping = true;
     log("info", "provisioner stopping", { signal });
-    Promise.all([provisioner.close(), billing.close()])
+    Promise.all([provisioner.close(), billing.close(), metrics?.close()])
       .then(() => billingRedis.quit())
       .then(() => db.close())
       .then(() => process.exit(0))
