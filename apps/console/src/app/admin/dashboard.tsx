@@ -29,7 +29,8 @@ export function AdminDashboard({ email }: { email: string }) {
   return (
     <main className="main" style={{ maxWidth: 1200, margin: "0 auto" }}>
       <p>
-        <Link href="/dashboard">← Console</Link> <span className="muted">· signed in as {email}</span>
+        <Link href="/dashboard">← Console</Link> · <Link href="/admin/monitoring">Monitoring</Link>{" "}
+        <span className="muted">· signed in as {email}</span>
       </p>
       <h1>Platform admin</h1>
       <TextField

@@ -2,6 +2,7 @@ import { createApiHandler } from "@tessera/api";
 import { billing } from "@/server/billing";
 import { db } from "@/server/db";
 import { jobQueue, platformNotifier } from "@/server/jobs";
+import { queueMonitor } from "@/server/queues";
 import { sessionIdOfRequest } from "@/server/session";
 
 export const dynamic = "force-dynamic";
@@ -17,6 +18,7 @@ function apiHandler(req: Request): Promise<Response> {
     endpoint: "/api/trpc",
     sessionIdOf: sessionIdOfRequest,
     billing: billing(),
+    queues: queueMonitor(),
   });
   return handler(req);
 }

@@ -7,6 +7,7 @@ import { Suspense, useState } from "react";
 import { DataTable } from "@/components/data-table";
 import { FormError } from "@/components/form";
 import { StateBadge } from "@/components/state-badge";
+import { DeploymentUptime } from "@/components/uptime";
 import { Loading, When } from "@/components/when";
 import { shownError } from "@/lib/errors";
 import { atLeast, useConsole } from "@/lib/org-context";
@@ -18,7 +19,7 @@ import { Revisions } from "./revisions";
 import { ScalingSettings } from "./settings";
 import { Endpoint } from "./try-it";
 
-const TABS = ["Metrics", "Replicas", "Revisions", "Logs", "Scaling events", "Settings"] as const;
+const TABS = ["Metrics", "Uptime", "Replicas", "Revisions", "Logs", "Scaling events", "Settings"] as const;
 type Tab = (typeof TABS)[number];
 
 function Replicas({ deploymentId }: { deploymentId: string }) {
@@ -125,6 +126,7 @@ function DeploymentDetail() {
       </div>
       <div role="tabpanel" aria-label={tab}>
         {tab === "Metrics" ? <TrafficCharts deploymentId={d.id} /> : null}
+        {tab === "Uptime" ? <DeploymentUptime deploymentId={d.id} /> : null}
         {tab === "Replicas" ? <Replicas deploymentId={d.id} /> : null}
         {tab === "Revisions" ? <Revisions dep={d} onRolledBack={setJobId} /> : null}
         {tab === "Logs" ? <Logs deploymentId={d.id} /> : null}
