@@ -163,6 +163,13 @@ async function main() {
   }
 }
 
+// Interrupted (Ctrl-C, a CI timeout): still stop the services and drop the test database.
+for (const signal of ["SIGINT", "SIGTERM"])
+  process.on(signal, () => {
+    console.log(`==> ${signal}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+
 try {
   await main();
 } catch (err) {

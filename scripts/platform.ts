@@ -258,15 +258,14 @@ function newestMtime(path: string): number {
   return newest;
 }
 
-/** Whether `apps/console/.next` is missing or older than the console's or the API's sources. */
+/** Whether `apps/console/.next` is missing or older than the sources of the console or a workspace package. */
 export function consoleBuildStale(): boolean {
   const buildId = join(CONSOLE_DIR, ".next", "BUILD_ID");
   if (!existsSync(buildId)) return true;
   const built = statSync(buildId).mtimeMs;
-  const sources = [
-    CONSOLE_DIR,
-    ...["api", "core", "db", "jobs"].map((p) => join(ROOT, "packages", p, "src")),
-  ];
+  // The console bundles the workspace packages it imports; any of their sources can change it.
+  const packages = join(ROOT, "packages");
+  const sources = [CONSOLE_DIR, ...readdirSync(packages).map((p) => join(packages, p, "src"))];
   return sources.some((s) => existsSync(s) && newestMtime(s) > built);
 }
 

@@ -1,7 +1,14 @@
 /** @type {import('next').NextConfig} */
 const nextConfig = {
   // The workspace packages ship TypeScript sources with ESM `.js` specifiers.
-  transpilePackages: ["@tessera/api", "@tessera/billing", "@tessera/core", "@tessera/db", "@tessera/jobs"],
+  transpilePackages: [
+    "@tessera/api",
+    "@tessera/billing",
+    "@tessera/core",
+    "@tessera/db",
+    "@tessera/jobs",
+    "@tessera/runtime-python",
+  ],
   // Native and driver modules stay plain `require`s on the server.
   serverExternalPackages: ["@node-rs/argon2", "pg", "bullmq", "ioredis"],
   poweredByHeader: false,

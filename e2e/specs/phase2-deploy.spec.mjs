@@ -91,6 +91,19 @@ test("deploy from the console: field errors, progress, try it, traffic in the ch
       res.status === 200 && direct.removed === 1,
       `direct call: ${res.status} ${JSON.stringify(direct)}`,
     );
+    // The replica's request log lines arrive in the Logs tab; a higher minimum level hides them.
+    await page.getByRole("tab", { name: "Logs" }).click();
+    await expectVisible(
+      page
+        .getByRole("log", { name: "Replica logs" })
+        .getByText(/INFO\s+request/)
+        .first(),
+      60_000,
+    );
+    await page.getByLabel("Minimum level").selectOption("error");
+    await expectVisible(page.getByText("No log lines match."));
+    await t.screenshot(page, "deployment-logs-filtered");
+    await page.getByRole("tab", { name: "Metrics" }).click();
   } else if (t.provisionerRunning) {
     // A provisioner without a driver for local clusters: it takes the job, and the page says
     // what the provisioner reports rather than pretending progress.
@@ -141,6 +154,8 @@ test("deploy from the console: field errors, progress, try it, traffic in the ch
   );
   await expectVisible(page.getByRole("figure", { name: "Latency" }));
   await t.screenshot(page, "deployment-metrics");
+  await page.getByRole("tab", { name: "Uptime" }).click();
+  await expectVisible(page.getByRole("figure", { name: "Availability per period" }));
 
   // Autoscaling knobs without a redeploy: a bad range is a field error, a good one a scaling event.
   await page.getByRole("tab", { name: "Settings" }).click();
@@ -208,6 +223,7 @@ test("tenant isolation in pages, and the admin area is 404 for everyone but plat
   await signUpInBrowser(admin, t.adminEmail);
   await admin.goto("/admin");
   await expectVisible(admin.getByRole("heading", { name: "Platform admin" }));
+  await expectVisible(admin.getByRole("region", { name: "Queues" }).getByText("control"));
   await admin.getByLabel("Search organisations, clusters and deployments").fill(aSlug);
   await expectVisible(
     admin.getByRole("table", { name: "All organisations" }).getByRole("cell", { name: aSlug, exact: true }),
@@ -224,6 +240,7 @@ test("key pages fit a phone screen", async (t) => {
     ["/clusters", "clusters"],
     ["/keys", "keys"],
     ["/members", "members"],
+    ["/billing", "billing"],
   ]) {
     await page.goto(`/o/${slug}${path}`);
     await expectVisible(page.getByRole("heading", { level: 1 }));

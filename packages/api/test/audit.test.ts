@@ -185,6 +185,16 @@ describe("audit log", () => {
     const retried = await ops.api.admin.retryJob({ jobId: d1.jobId });
     did("auth.signUp", ops.orgId, ops.id, ops.id);
     did("admin.retryJob", orgId, ops.id, retried.jobId);
+    // ...and points a kubernetes cluster of the org at its API (audited without the kubeconfig).
+    const { cluster: k8s } = await o.api.clusters.create({ orgId, name: "k8s", driver: "kubernetes" });
+    did("clusters.create", orgId, o.id, k8s.id);
+    await ops.api.admin.setClusterDriverConfig({
+      clusterId: k8s.id,
+      driverConfig: { kubeconfig: "/etc/tessera/kubeconfig-secret-path", registry: "r.example.com" },
+    });
+    did("admin.setClusterDriverConfig", orgId, ops.id, k8s.id);
+    await o.api.clusters.delete({ orgId, clusterId: k8s.id });
+    did("clusters.delete", orgId, o.id, k8s.id);
 
     await o.api.orgs.delete({ orgId });
     did("orgs.delete", orgId, o.id, orgId);
@@ -196,6 +206,9 @@ describe("audit log", () => {
       expected,
     );
     for (const r of rows) expect(r.at).toBeInstanceOf(Date);
+    const configured = rows.find((r) => r.action === "admin.setClusterDriverConfig");
+    expect(configured?.details).toMatchObject({ driverConfigKeys: ["kubeconfig", "registry"] });
+    expect(JSON.stringify(configured?.details)).not.toContain("kubeconfig-secret-path");
     const byKey = rows.filter((r) => r.details?.apiKeyId === key.apiKey.id).map((r) => r.action);
     expect(byKey).toEqual(["clusters.create", "deployments.deploy"]);
 

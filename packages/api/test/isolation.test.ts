@@ -281,6 +281,9 @@ const fixtures: Record<string, (w: World) => Case[]> = {
   "admin.overview": () => [{ input: {} }],
   "admin.queues": () => [{ input: undefined }],
   "admin.retryJob": ({ B }) => [{ input: { jobId: B.jobId } }],
+  "admin.setClusterDriverConfig": ({ B }) => [
+    { input: { clusterId: B.clusterId, driverConfig: { inCluster: true } } },
+  ],
   "admin.usageByDay": ({ B }) => [{ input: {} }, { input: { orgId: B.orgId } }],
   "billing.plan": ({ A, B }) => [
     { input: { orgId: B.orgId } },

@@ -27,7 +27,10 @@ export interface ClusterDriver {
   /** The replicas the driver knows of in one cluster, with their current state. */
   listReplicas(clusterId: string): Promise<ReplicaStatus[]>;
 
-  /** Subscribe to replica state changes (crash, restart, ready...). Returns an unsubscribe function. */
+  /**
+   * Subscribe to replica state changes (crash, restart, ready...). Returns an unsubscribe
+   * function; once no listener is left the driver holds no watch of its own (a user may drop it).
+   */
   watch(listener: (event: ReplicaEvent) => void): () => void;
 
   /** Release driver resources (timers, watches). Does not stop replicas. */

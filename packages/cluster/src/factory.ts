@@ -1,4 +1,4 @@
-import { TesseraError } from "@tessera/core";
+import { kubernetesDriverConfig, TesseraError } from "@tessera/core";
 import type { ClusterDriver } from "./driver.js";
 import { KubernetesDriver } from "./kubernetes/driver.js";
 import { loadKubeConfig } from "./kubernetes/kubeconfig.js";
@@ -12,24 +12,33 @@ export interface ClusterDriverRow {
   driverConfig?: Record<string, unknown>;
 }
 
-/** Driver settings an operator may put in `clusters.driver_config` besides the kubeconfig. */
-function kubernetesManifestOptions(c: Record<string, unknown>): Partial<ManifestOptions> {
-  const out: Partial<ManifestOptions> = {};
-  const str = (k: string) => (typeof c[k] === "string" ? (c[k] as string) : undefined);
-  const num = (k: string) =>
-    typeof c[k] === "number" && Number.isFinite(c[k]) ? (c[k] as number) : undefined;
-  out.registry = str("registry") ?? process.env.TESSERA_RUNTIME_REGISTRY;
-  out.runtimeTag = str("runtimeTag") ?? process.env.TESSERA_RUNTIME_TAG;
-  out.gatewayNamespace = str("gatewayNamespace") ?? process.env.TESSERA_GATEWAY_NAMESPACE;
-  out.gpuResource = str("gpuResource");
-  out.fractionalGpuResource = str("fractionalGpuResource");
-  out.drainTimeoutS = num("drainTimeoutS");
-  const envStorageClass = str("envStorageClass");
-  if (envStorageClass !== undefined || c.envVolume === "claim")
+/**
+ * Driver settings an operator put in `clusters.driver_config` besides the kubeconfig, checked
+ * against the same contract the API validates them with (rows written another way included).
+ */
+function kubernetesManifestOptions(raw: Record<string, unknown>): Partial<ManifestOptions> {
+  const parsed = kubernetesDriverConfig.safeParse(raw);
+  if (!parsed.success)
+    throw new TesseraError(
+      "VALIDATION_FAILED",
+      `invalid kubernetes driverConfig: ${parsed.error.issues
+        .map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`)
+        .join("; ")}`,
+    );
+  const c = parsed.data;
+  const out: Partial<ManifestOptions> = {
+    registry: c.registry ?? process.env.TESSERA_RUNTIME_REGISTRY,
+    runtimeTag: c.runtimeTag ?? process.env.TESSERA_RUNTIME_TAG,
+    gatewayNamespace: c.gatewayNamespace ?? process.env.TESSERA_GATEWAY_NAMESPACE,
+    gpuResource: c.gpuResource,
+    fractionalGpuResource: c.fractionalGpuResource,
+    drainTimeoutS: c.drainTimeoutS,
+  };
+  if (c.envStorageClass !== undefined || c.envVolume === "claim")
     out.envVolume = {
       kind: "claim",
-      sizeGi: num("envVolumeSizeGi") ?? 20,
-      ...(envStorageClass ? { storageClassName: envStorageClass } : {}),
+      sizeGi: c.envVolumeSizeGi ?? 20,
+      ...(c.envStorageClass ? { storageClassName: c.envStorageClass } : {}),
     };
   return Object.fromEntries(
     Object.entries(out).filter(([, v]) => v !== undefined),

@@ -1,7 +1,6 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadAllYaml } from "@kubernetes/client-node";
 import { deploymentConfig, environmentHash } from "@tessera/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ReplicaEvent, ReplicaSpec } from "../src/driver.js";
@@ -9,6 +8,7 @@ import { createDriver } from "../src/factory.js";
 import { KubernetesDriver, loadKubeConfig, namespaceName, workloadName } from "../src/kubernetes/index.js";
 import { FakeApiServer } from "./support/fake-apiserver.js";
 import { validateK8s } from "./support/k8s-validate.js";
+import { driverCalls, provisionerRbacGrants } from "./support/rbac.js";
 import { waitFor } from "./support/wait-for.js";
 
 const cluster = {
@@ -91,6 +91,18 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     expect(() =>
       createDriver({ driver: "kubernetes", driverConfig: { kubeconfig: "/no/such/file" } }),
     ).toThrow(expect.objectContaining({ code: "VALIDATION_FAILED" }));
+    // The same contract the operator API checks: a typo is an error, not a silent default.
+    expect(() =>
+      createDriver({
+        driver: "kubernetes",
+        driverConfig: { kubeconfig: server.kubeconfig(), envStorgeClass: "nfs" },
+      }),
+    ).toThrow(
+      expect.objectContaining({
+        code: "VALIDATION_FAILED",
+        message: expect.stringMatching(/envStorgeClass/),
+      }),
+    );
   });
 
   it("provisions the namespace and its guard rails, and a second provision changes nothing", async () => {
@@ -301,6 +313,21 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
     expect(events.some((e) => e.replicaId === "v2-a" && e.phase === "draining")).toBe(true);
   });
 
+  it("a driver whose last listener unsubscribes closes its watch, and watches again on the next subscribe", async () => {
+    const d = newDriver();
+    const baseline = server.openWatches;
+    const seen: ReplicaEvent[] = [];
+    const unsubscribe = d.watch((e) => seen.push(e));
+    await waitFor("watch open", () => server.openWatches === baseline + 1);
+    unsubscribe();
+    await waitFor("watch closed", () => server.openWatches === baseline);
+    const again = d.watch((e) => seen.push(e));
+    await waitFor("watch open again", () => server.openWatches === baseline + 1);
+    again();
+    await d.close();
+    await waitFor("watch closed after close", () => server.openWatches === baseline);
+  });
+
   it("stopping the last replica of a revision deletes its Deployment, pods and code; the Service goes with the last revision", async () => {
     const v2 = workloadName("custom-service", "dedupe", 2);
     await driver.stopReplica(cluster.clusterId, "v2-b");
@@ -329,15 +356,8 @@ describe("KubernetesDriver against a Kubernetes API server", () => {
   });
 
   it("the provisioner's RBAC grants every (verb, resource) the driver used, and nothing it did not", () => {
-    const docs = loadAllYaml(
-      readFileSync(new URL("../../../infra/k8s/base/provisioner-rbac.yaml", import.meta.url), "utf8"),
-    );
-    const role = docs.find((d) => d?.kind === "ClusterRole" && d.metadata.name === "tessera-provisioner");
-    expect(role).toBeDefined();
-    const granted = new Set<string>();
-    for (const rule of role.rules)
-      for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${v} ${r}`);
-    const used = [...server.seen].filter((s) => !s.endsWith(" replicasets"));
+    const granted = provisionerRbacGrants();
+    const used = driverCalls(server.seen);
     const missing = used.filter((u) => !granted.has(u));
     expect(missing).toEqual([]);
     // Exactly: a grant the driver never exercised is either a test gap or excess privilege.

@@ -1,4 +1,5 @@
 export * from "./api-keys.js";
+export * from "./cluster-driver-config.js";
 export * from "./config.js";
 export * from "./environment.js";
 export * from "./errors.js";

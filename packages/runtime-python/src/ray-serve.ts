@@ -105,7 +105,8 @@ export function inspectRayServeApp(opts: InspectOptions): Promise<RayServeApp> {
         PYTHONDONTWRITEBYTECODE: "1",
         PYTHONUNBUFFERED: "1",
         TESSERA_INSPECT_MEMORY_MB: String(opts.memoryLimitMb ?? 4096),
-      },
+        // Cast: hosts such as Next.js declare NODE_ENV required on ProcessEnv; this child needs none.
+      } as unknown as NodeJS.ProcessEnv,
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";

@@ -11,13 +11,6 @@ export function usd(amount: number): string {
   }).format(amount);
 }
 
-/** Minor units (Stripe's cents) in the invoice's currency. */
-export function minorUnits(amount: number, currency: string): string {
-  return new Intl.NumberFormat("en-US", { style: "currency", currency: currency.toUpperCase() }).format(
-    amount / 100,
-  );
-}
-
 /** A ratio as a percentage; "—" when nothing was measured. */
 export function percent(ratio: number | null | undefined, digits = 2): string {
   return ratio === null || ratio === undefined ? "—" : `${(ratio * 100).toFixed(digits)}%`;
@@ -30,19 +23,6 @@ export function count(n: number): string {
 export function ms(v: number | null | undefined): string {
   return v === null || v === undefined ? "—" : `${count(v)} ms`;
 }
-
-export function bytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${count(n)} ${units[i]}`;
-}
-
-/** Seconds of a resource as hours (core-hours, GPU-hours, GiB-hours). */
-export const hours = (seconds: number) => count(seconds / 3600);
 
 /** A plan limit; null means the plan has none. */
 export const limit = (v: number | null) => (v === null ? "unlimited" : count(v));

@@ -13,7 +13,7 @@ const holder = globalThis as unknown as {
   __tesseraNotify?: PlatformNotifier;
 };
 
-function redis(): Redis {
+export function redis(): Redis {
   holder.__tesseraRedis ??= new Redis(process.env.REDIS_URL ?? "redis://127.0.0.1:6379", {
     // BullMQ requires it; commands wait for a reconnect instead of failing after N retries.
     maxRetriesPerRequest: null,

@@ -2,9 +2,9 @@ import { createCaller, type PublicUser, validateSession } from "@tessera/api";
 import type { NextRequest } from "next/server";
 import { getServerSession } from "next-auth";
 import { getToken } from "next-auth/jwt";
+import { apiServices } from "./api-services";
 import { authOptions } from "./auth-options";
 import { db } from "./db";
-import { jobQueue } from "./jobs";
 
 /** The server session id named by a request's next-auth cookie (API route handlers). */
 export async function sessionIdOfRequest(req: Request): Promise<string | null> {
@@ -22,5 +22,5 @@ export async function currentUser(): Promise<{ user: PublicUser; sessionId: stri
 
 /** The tRPC API called in-process as the signed-in user (server components). */
 export function serverApi(sessionId: string) {
-  return createCaller({ db: db(), jobs: jobQueue(), auth: { sessionId } });
+  return createCaller({ ...apiServices(), auth: { sessionId } });
 }

@@ -84,6 +84,8 @@ export class Controller {
   private readonly db: Database;
   private readonly log: Log;
   private readonly drivers = new Map<string, ClusterDriver>();
+  /** The driver and driver config each cached driver was made from. */
+  private readonly driverMadeFor = new Map<string, string>();
   private readonly watched = new Map<ClusterDriver, () => void>();
   private readonly locks = new Map<string, Promise<void>>();
   private readonly kicks = new Map<string, NodeJS.Timeout>();
@@ -172,10 +174,13 @@ export class Controller {
   // ------------------------------------------------------------------ clusters
 
   private driverOf(cluster: ClusterRow): ClusterDriver {
+    const madeFor = JSON.stringify([cluster.driver, cluster.driverConfig]);
+    if (this.driverMadeFor.get(cluster.id) !== madeFor) this.forgetDriver(cluster.id);
     let driver = this.drivers.get(cluster.id);
     if (!driver) {
       driver = this.options.driverFor(cluster);
       this.drivers.set(cluster.id, driver);
+      this.driverMadeFor.set(cluster.id, madeFor);
       if (!this.watched.has(driver))
         this.watched.set(
           driver,
@@ -183,6 +188,20 @@ export class Controller {
         );
     }
     return driver;
+  }
+
+  /**
+   * The cluster is gone, or an operator changed where it runs (its driver config): the next call
+   * makes a driver from the row again. The old one is unsubscribed unless another cluster still
+   * uses it (the factory may share one driver between clusters, so it is never closed here).
+   */
+  private forgetDriver(clusterId: string): void {
+    const old = this.drivers.get(clusterId);
+    this.drivers.delete(clusterId);
+    this.driverMadeFor.delete(clusterId);
+    if (!old || [...this.drivers.values()].includes(old)) return;
+    this.watched.get(old)?.();
+    this.watched.delete(old);
   }
 
   private async clusterRow(clusterId: string): Promise<ClusterRow | undefined> {
@@ -231,6 +250,8 @@ export class Controller {
       .set({ state: "stopped", stoppedAt: new Date(), stateReason: "cluster deleted" })
       .where(and(eq(replicas.clusterId, clusterId), inArray(replicas.state, ACTIVE_REPLICA_STATES)));
     await this.db.update(clusters).set({ state: "deleted" }).where(eq(clusters.id, clusterId));
+    // Its driver (and the watch it holds) has nothing left to serve.
+    this.forgetDriver(clusterId);
   }
 
   /** Builds (or finds) an environment on a cluster ahead of the replicas that will need it. */

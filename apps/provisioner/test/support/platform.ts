@@ -20,7 +20,11 @@ export interface TestPlatform {
   /** Deployment ids published on the routing-changed channel, in order. */
   routingNotices: string[];
   startProvisioner(overrides?: Partial<ProvisionerOptions>): Provisioner;
-  user(email: string): Promise<{ orgId: string; api: Awaited<ReturnType<typeof createCaller>> }>;
+  /** A new user with a personal organisation; `platformAdmin` makes them a platform operator. */
+  user(
+    email: string,
+    opts?: { platformAdmin?: boolean },
+  ): Promise<{ orgId: string; api: Awaited<ReturnType<typeof createCaller>> }>;
   close(): Promise<void>;
 }
 
@@ -66,11 +70,11 @@ export async function createTestPlatform(
       provisioners.push(p);
       return p;
     },
-    async user(email) {
+    async user(email, opts = {}) {
       const { user, org } = await signUp(
         tdb.db,
         { email, password: "correct horse battery", name: email.split("@")[0] },
-        { adminEmails: [] },
+        { adminEmails: opts.platformAdmin ? [email] : [] },
       );
       const { sessionId } = await createSession(tdb.db, user.id);
       return {

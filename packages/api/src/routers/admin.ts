@@ -1,5 +1,5 @@
 import { platformOverview, usageByDay } from "@tessera/billing/service";
-import type { ControlJob } from "@tessera/core";
+import { type ControlJob, kubernetesDriverConfig } from "@tessera/core";
 import { applications, clusters, deployments, jobs, memberships, organisations, users } from "@tessera/db";
 import { and, count, desc, eq, ilike, isNull, or, type SQL } from "drizzle-orm";
 import { z } from "zod";
@@ -149,6 +149,38 @@ export const adminRouter = router({
   queues: adminProcedure.query(async ({ ctx }) =>
     ctx.queues ? { configured: true, queues: await ctx.queues.depths() } : { configured: false, queues: [] },
   ),
+
+  /**
+   * Point a kubernetes cluster at its Kubernetes API (kubeconfig, registry, storage class...).
+   * Operators only: the config holds platform credentials, and tenants never see it. The cluster
+   * is provisioned again with it; the provisioner makes a new driver for the changed config.
+   */
+  setClusterDriverConfig: adminProcedure
+    .input(z.object({ clusterId: z.uuid(), driverConfig: kubernetesDriverConfig }))
+    .mutation(async ({ ctx, input }) => {
+      const [row] = await ctx.db
+        .select({ id: clusters.id, orgId: clusters.orgId, driver: clusters.driver })
+        .from(clusters)
+        .where(and(eq(clusters.id, input.clusterId), isNull(clusters.deletedAt)));
+      if (!row) throw apiError("NOT_FOUND", "cluster not found");
+      if (row.driver !== "kubernetes")
+        throw apiError("VALIDATION_FAILED", `a ${row.driver} cluster takes no driver configuration`, {
+          fieldErrors: { driverConfig: "only kubernetes clusters are configured here" },
+        });
+      await ctx.db
+        .update(clusters)
+        .set({ driverConfig: input.driverConfig, state: "provisioning", stateReason: null })
+        .where(eq(clusters.id, row.id));
+      const { jobId } = await ctx.jobs.enqueue(
+        { kind: "provisionCluster", clusterId: row.id },
+        { orgId: row.orgId },
+      );
+      ctx.audit.orgId = row.orgId;
+      ctx.audit.targetId = row.id;
+      // Keys only: the kubeconfig is a credential.
+      ctx.audit.details = { driverConfigKeys: Object.keys(input.driverConfig), jobId };
+      return { jobId };
+    }),
 
   /**
    * Run a failed control job again: the same job under a fresh dedupe key (jobs re-read desired

@@ -97,6 +97,8 @@ export class KubernetesDriver implements ClusterDriver {
   private readonly pendingAssignments = new Set<string>();
   private watchLoop: Promise<void> | null = null;
   private watchAbort: AbortController | null = null;
+  /** Ends the current watch loop (no listener left, or close). */
+  private watchStop: AbortController | null = null;
   private readonly closing = new AbortController();
   /** Times the pod watch started over from a fresh list (after 410 Gone). Exposed for operators/tests. */
   relists = 0;
@@ -295,17 +297,34 @@ export class KubernetesDriver implements ClusterDriver {
 
   watch(listener: (event: ReplicaEvent) => void): () => void {
     this.listeners.add(listener);
-    if (!this.watchLoop) this.watchLoop = this.runWatch().catch((err) => this.onError(err));
+    if (!this.watchLoop) {
+      const stop = new AbortController();
+      this.watchStop = stop;
+      this.watchLoop = this.runWatch(AbortSignal.any([this.closing.signal, stop.signal])).catch((err) =>
+        this.onError(err),
+      );
+    }
     return () => {
       this.listeners.delete(listener);
+      // Nobody listens: end the pod watch, so a driver its user dropped holds no connection.
+      if (this.listeners.size === 0) this.stopWatch();
     };
   }
 
   async close(): Promise<void> {
     this.closing.abort();
-    this.watchAbort?.abort();
-    await this.watchLoop;
+    const loop = this.watchLoop;
+    this.stopWatch();
+    await loop;
     this.listeners.clear();
+  }
+
+  private stopWatch(): void {
+    this.watchStop?.abort();
+    this.watchAbort?.abort();
+    this.watchStop = null;
+    this.watchAbort = null;
+    this.watchLoop = null;
   }
 
   /**
@@ -313,16 +332,16 @@ export class KubernetesDriver implements ClusterDriver {
    * has that version) means events were missed: list again and diff against the cache, which
    * emits whatever changed meanwhile, then watch from the new version.
    */
-  private async runWatch(): Promise<void> {
+  private async runWatch(stop: AbortSignal): Promise<void> {
     let resourceVersion: string | undefined;
     let failures = 0;
-    while (!this.closing.signal.aborted) {
+    while (!stop.aborted) {
       try {
         if (!resourceVersion) resourceVersion = await this.relist();
         const outcome = await new Promise<{ gone: boolean; err?: unknown }>((resolve) => {
           let gone = false;
           // Aborting a watch does not always reach its done callback; closing must not wait on it.
-          this.closing.signal.addEventListener("abort", () => resolve({ gone: false }), { once: true });
+          stop.addEventListener("abort", () => resolve({ gone: false }), { once: true });
           this.watcher
             .watch(
               "/api/v1/pods",
@@ -341,11 +360,11 @@ export class KubernetesDriver implements ClusterDriver {
               (err) => resolve({ gone: gone || statusCode(err) === 410, err }),
             )
             .then((ctrl) => {
-              this.watchAbort = ctrl;
-              if (this.closing.signal.aborted) ctrl.abort();
+              if (stop.aborted) ctrl.abort();
+              else this.watchAbort = ctrl;
             });
         });
-        if (this.closing.signal.aborted) return;
+        if (stop.aborted) return;
         if (outcome.gone) {
           resourceVersion = undefined;
           failures = 0;
@@ -354,13 +373,10 @@ export class KubernetesDriver implements ClusterDriver {
         if (outcome.err) throw outcome.err;
         failures = 0;
       } catch (err) {
-        if (this.closing.signal.aborted) return;
+        if (stop.aborted) return;
         failures++;
         this.onError(err);
-        await sleep(
-          Math.min(30_000, this.retryBaseDelayMs * 2 ** Math.min(failures, 8)),
-          this.closing.signal,
-        );
+        await sleep(Math.min(30_000, this.retryBaseDelayMs * 2 ** Math.min(failures, 8)), stop);
       }
     }
   }

@@ -156,6 +156,11 @@ export class FakeApiServer {
   }
 
   /** End every open watch stream (as an apiserver does on timeout or restart). */
+  /** Watch streams a client holds open right now. */
+  get openWatches(): number {
+    return this.watchers.size;
+  }
+
   closeWatches(): void {
     for (const w of this.watchers) w.res.end();
     this.watchers.clear();
@@ -192,13 +197,22 @@ export class FakeApiServer {
   crashLoop(namespace: string, name: string): void {
     const pod = this.objects.get(this.key("pods", namespace, name));
     if (!pod) throw new Error(`no pod ${namespace}/${name}`);
+    pod.status.phase = "Running";
     pod.status.conditions = [{ type: "Ready", status: "False" }];
-    pod.status.containerStatuses = (pod.status.containerStatuses ?? []).map((c: any) => ({
-      ...c,
-      ready: false,
-      restartCount: c.restartCount + 1,
-      state: { waiting: { reason: "CrashLoopBackOff", message: "back-off 10s restarting failed container" } },
-    }));
+    // A container that crashes from its first start has a status too (never ready).
+    pod.status.containerStatuses = (pod.spec.containers ?? []).map((spec: any) => {
+      const c = (pod.status.containerStatuses ?? []).find((p: any) => p.name === spec.name);
+      return {
+        name: spec.name,
+        image: spec.image,
+        imageID: c?.imageID ?? "",
+        ready: false,
+        restartCount: (c?.restartCount ?? 0) + 1,
+        state: {
+          waiting: { reason: "CrashLoopBackOff", message: "back-off 10s restarting failed container" },
+        },
+      };
+    });
     this.store("pods", pod, "MODIFIED");
   }
 

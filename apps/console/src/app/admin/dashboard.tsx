@@ -1,6 +1,6 @@
 "use client";
 
-import { useQuery } from "@tanstack/react-query";
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import Link from "next/link";
 import { useDeferredValue, useState } from "react";
 import { DataTable } from "@/components/data-table";
@@ -9,6 +9,8 @@ import { StateBadge } from "@/components/state-badge";
 import { Loading, When } from "@/components/when";
 import { shownError } from "@/lib/errors";
 import { useTRPC } from "@/lib/trpc";
+import { KubernetesClusterConfig } from "./kubernetes-cluster-config";
+import { PlatformHealth } from "./platform-health";
 
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
@@ -24,13 +26,23 @@ export function AdminDashboard({ email }: { email: string }) {
     ...trpc.metrics.adminDeployments.queryOptions({ ...filter, windowMinutes: 60 }),
     refetchInterval: 10_000,
   });
-  const err = shownError(orgs.error ?? clusters.error ?? deployments.error);
+  const overview = useQuery({
+    ...trpc.admin.overview.queryOptions({ windowHours: 24 }),
+    refetchInterval: 10_000,
+  });
+  const queues = useQuery({ ...trpc.admin.queues.queryOptions(), refetchInterval: 10_000 });
+  const qc = useQueryClient();
+  const retry = useMutation(
+    trpc.admin.retryJob.mutationOptions({
+      onSuccess: () => qc.invalidateQueries({ queryKey: trpc.admin.overview.queryKey() }),
+    }),
+  );
+  const err = shownError(orgs.error ?? clusters.error ?? deployments.error ?? overview.error ?? retry.error);
 
   return (
     <main className="main" style={{ maxWidth: 1200, margin: "0 auto" }}>
       <p>
-        <Link href="/dashboard">← Console</Link> · <Link href="/admin/monitoring">Monitoring</Link>{" "}
-        <span className="muted">· signed in as {email}</span>
+        <Link href="/dashboard">← Console</Link> <span className="muted">· signed in as {email}</span>
       </p>
       <h1>Platform admin</h1>
       <TextField
@@ -41,6 +53,58 @@ export function AdminDashboard({ email }: { email: string }) {
         placeholder="slug, name…"
       />
       <FormError error={err} />
+      <h2>Platform</h2>
+      <div className="grid2">
+        <section className="panel" aria-label="Replicas by state">
+          <strong>Replicas</strong>
+          <p>
+            {overview.data
+              ? Object.entries(overview.data.replicasByState)
+                  .map(([state, n]) => `${n} ${state}`)
+                  .join(" · ") || "none"
+              : "…"}
+          </p>
+        </section>
+        <section className="panel" aria-label="Queues">
+          <strong>Queues</strong>
+          {queues.data && !queues.data.configured ? (
+            <p className="muted">No Redis access from the console.</p>
+          ) : null}
+          {queues.data?.queues.map((q) => (
+            <p key={q.queue}>
+              <code>{q.queue}</code>: {q.waiting} waiting, {q.active} active, {q.delayed} delayed, {q.failed}{" "}
+              failed
+            </p>
+          ))}
+        </section>
+      </div>
+      <h3>Failed jobs</h3>
+      <DataTable
+        label="Failed jobs"
+        empty="No failed jobs."
+        rows={overview.data?.failedJobs}
+        rowKey={(j) => j.id}
+        columns={[
+          { header: "Job", cell: (j) => <code>{j.kind}</code> },
+          { header: "Error", cell: (j) => j.error ?? "" },
+          { header: "Attempts", cell: (j) => j.attempts },
+          { header: "Finished", cell: (j) => <When at={j.finishedAt} /> },
+          {
+            header: "",
+            cell: (j) => (
+              <button
+                type="button"
+                className="secondary"
+                disabled={retry.isPending}
+                onClick={() => retry.mutate({ jobId: j.id })}
+              >
+                Retry
+              </button>
+            ),
+          },
+        ]}
+      />
+      <PlatformHealth />
       <h2>Deployments (last hour)</h2>
       {deployments.isLoading ? <Loading what="deployments" /> : null}
       <DataTable
@@ -93,6 +157,7 @@ export function AdminDashboard({ email }: { email: string }) {
           },
         ]}
       />
+      <KubernetesClusterConfig clusters={(clusters.data ?? []).filter((c) => c.driver === "kubernetes")} />
     </main>
   );
 }

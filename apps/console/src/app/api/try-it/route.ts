@@ -1,7 +1,6 @@
 import { createCaller } from "@tessera/api";
 import { NextResponse } from "next/server";
-import { db } from "@/server/db";
-import { jobQueue } from "@/server/jobs";
+import { apiServices } from "@/server/api-services";
 import { sessionIdOfRequest } from "@/server/session";
 
 export const dynamic = "force-dynamic";
@@ -43,7 +42,7 @@ export async function POST(req: Request) {
     return bad("the route may contain letters, digits, '-', '_', '.' and '/'", "path");
   if (body !== undefined && typeof body !== "string") return bad("body must be text");
 
-  const api = await createCaller({ db: db(), jobs: jobQueue(), auth: { sessionId } });
+  const api = await createCaller({ ...apiServices(), auth: { sessionId } });
   let target: URL;
   try {
     const [org, dep] = await Promise.all([

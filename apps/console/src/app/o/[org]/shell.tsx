@@ -16,7 +16,7 @@ export function Shell({ value, children }: { value: ConsoleContext; children: Re
     [`${base}/keys`, "API keys"],
     [`${base}/members`, "Members"],
     [`${base}/uptime`, "Uptime"],
-    [`${base}/billing`, "Billing"],
+    [`${base}/billing`, "Usage & billing"],
   ];
   return (
     <ConsoleContextProvider value={value}>

@@ -1,7 +1,5 @@
 import { createRestHandler } from "@tessera/api";
-import { billing } from "@/server/billing";
-import { db } from "@/server/db";
-import { jobQueue, platformNotifier } from "@/server/jobs";
+import { apiServices } from "@/server/api-services";
 import { sessionIdOfRequest } from "@/server/session";
 
 export const dynamic = "force-dynamic";
@@ -11,10 +9,7 @@ let handler: ((req: Request) => Promise<Response>) | undefined;
 /** The operator REST API (see packages/api/src/rest.ts), built on first request like the tRPC one. */
 function restHandler(req: Request): Promise<Response> {
   handler ??= createRestHandler({
-    db: db(),
-    jobs: jobQueue(),
-    notify: platformNotifier(),
-    billing: billing(),
+    ...apiServices(),
     basePath: "/api/v1",
     sessionIdOf: sessionIdOfRequest,
   });

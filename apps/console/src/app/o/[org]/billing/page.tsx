@@ -6,201 +6,149 @@ import { FormError } from "@/components/form";
 import { StateBadge } from "@/components/state-badge";
 import { Loading, When } from "@/components/when";
 import { shownError } from "@/lib/errors";
-import { bytes, count, hours, limit, minorUnits, usd } from "@/lib/format";
 import { atLeast, useConsole } from "@/lib/org-context";
 import { useTRPC } from "@/lib/trpc";
-import { dailyTotals, UsageByDayCharts } from "./usage-chart";
+import { PlanLimits } from "./plan-limits";
+import { UsageByDay } from "./usage-chart";
 
-const LIMIT_LABELS = [
-  ["maxDeployments", "Deployments"],
-  ["maxReplicas", "Replicas at once"],
-  ["maxCpus", "CPU cores at once"],
-  ["maxGpus", "GPUs at once"],
-  ["monthlyRequests", "Requests per month"],
-  ["requestsPerMinute", "Requests per minute"],
-] as const;
+const QUANTITY_LABELS: Record<string, string> = {
+  requests: "Requests",
+  cpuSeconds: "CPU seconds",
+  gpuSeconds: "GPU seconds",
+  memoryGibSeconds: "Memory GiB·s",
+  buildSeconds: "Build seconds",
+  egressBytes: "Egress bytes",
+};
 
-/** Plan, payment state, the running cost of this month, usage by day and invoices of one organisation. */
+const usd = (x: number) => `$${x.toFixed(x < 1 ? 4 : 2)}`;
+const amount = (x: number) => (Number.isInteger(x) ? String(x) : x.toFixed(2));
+
+/** Plan, this month's metered usage and its cost per deployment, invoices, Stripe links. */
 export default function BillingPage() {
   const { org } = useConsole();
   const trpc = useTRPC();
-  const isAdmin = atLeast(org.role, "admin");
-  const isOwner = atLeast(org.role, "owner");
-  const plan = useQuery(trpc.billing.plan.queryOptions({ orgId: org.id }));
-  const summary = useQuery(trpc.billing.usageSummary.queryOptions({ orgId: org.id }));
-  const usage = useQuery(trpc.usage.byDay.queryOptions({ orgId: org.id }));
+  const input = { orgId: org.id };
+  const plan = useQuery(trpc.billing.plan.queryOptions(input));
+  const usage = useQuery({ ...trpc.billing.usageSummary.queryOptions(input), refetchInterval: 30_000 });
   const invoices = useQuery({
-    ...trpc.billing.invoices.queryOptions({ orgId: org.id }),
-    enabled: isAdmin && !!plan.data?.configured,
+    ...trpc.billing.invoices.queryOptions(input),
+    enabled: atLeast(org.role, "admin"),
   });
-  const goTo = { onSuccess: ({ url }: { url: string }) => window.location.assign(url) };
-  const checkout = useMutation(trpc.billing.checkout.mutationOptions(goTo));
-  const portal = useMutation(trpc.billing.portal.mutationOptions(goTo));
+  const go = { onSuccess: (r: { url: string }) => window.location.assign(r.url) };
+  const checkout = useMutation(trpc.billing.checkout.mutationOptions(go));
+  const portal = useMutation(trpc.billing.portal.mutationOptions(go));
 
-  const p = plan.data;
-  const s = summary.data;
   return (
     <>
-      <h1>Billing</h1>
-      <FormError error={shownError(plan.error ?? summary.error ?? usage.error ?? invoices.error)} />
+      <h1>Usage and billing</h1>
+      <FormError error={shownError(plan.error ?? usage.error ?? checkout.error ?? portal.error)} />
       {plan.isLoading ? <Loading what="the plan" /> : null}
-      {p ? (
-        <section className="panel" aria-label="Plan">
-          <h2>
-            Plan: {p.plan.name} {p.paymentFailed ? <StateBadge state="failed" /> : null}
+      {plan.data ? (
+        <section className="panel" aria-labelledby="plan-title">
+          <h2 id="plan-title">
+            Plan: {plan.data.plan.name} <StateBadge state={plan.data.subscriptionStatus} />
           </h2>
-          {p.configured ? (
-            <p>
-              Billing status: <strong>active</strong> · subscription {p.subscriptionStatus}
-              {p.paymentFailed ? (
-                <>
-                  {" "}
-                  · <strong>last payment failed</strong> <When at={p.paymentFailedAt} />: new deploys are
-                  refused until an invoice is paid.
-                </>
-              ) : null}
+          {plan.data.paymentFailed ? (
+            <p className="form-error" role="alert">
+              The last payment failed <When at={plan.data.paymentFailedAt} />: update the payment method.
             </p>
-          ) : (
-            <p>
-              Billing status: <strong>not configured</strong>. This platform runs without Stripe, so nothing
-              is charged; usage is still metered and priced below.
-            </p>
-          )}
-          <p className="muted">
-            {count(p.monthlyRequests)} requests this month
-            {p.plan.limits.monthlyRequests !== null
-              ? ` of ${count(p.plan.limits.monthlyRequests)} included`
-              : ""}
-            {p.enforced ? "" : " · limits are not enforced on this platform"}.
+          ) : null}
+          <p>
+            {plan.data.monthlyRequests} requests this month.{" "}
+            {plan.data.enforced ? (
+              "Plan limits apply."
+            ) : (
+              <span className="muted">Plan limits are not enforced here.</span>
+            )}
           </p>
-          <DataTable
-            label="Plan limits"
-            rows={LIMIT_LABELS.map(([key, label]) => ({ key, label, value: p.plan.limits[key] }))}
-            rowKey={(r) => r.key}
-            columns={[
-              { header: "Limit", cell: (r) => r.label },
-              { header: "Value", cell: (r) => limit(r.value) },
-            ]}
-          />
-          {p.configured && isOwner ? (
+          <PlanLimits limits={plan.data.plan.limits} />
+          {!plan.data.configured ? (
+            <p className="muted">
+              Billing is not configured on this platform (no Stripe account): usage is metered, nothing is
+              charged.
+            </p>
+          ) : org.role === "owner" ? (
             <div className="row">
-              {p.subscriptionStatus !== "active" ? (
-                <button
-                  type="button"
-                  disabled={checkout.isPending}
-                  onClick={() => checkout.mutate({ orgId: org.id })}
-                >
-                  Add payment method
+              {!plan.data.plan.paid ? (
+                <button type="button" disabled={checkout.isPending} onClick={() => checkout.mutate(input)}>
+                  Upgrade
                 </button>
               ) : null}
-              {p.hasCustomer ? (
+              {plan.data.hasCustomer ? (
                 <button
                   type="button"
+                  className="secondary"
                   disabled={portal.isPending}
-                  onClick={() => portal.mutate({ orgId: org.id })}
+                  onClick={() => portal.mutate(input)}
                 >
-                  Open customer portal
+                  Manage billing
                 </button>
               ) : null}
             </div>
           ) : null}
-          {p.configured && !isOwner ? (
-            <p className="muted">Only owners of {org.name} can change the payment method.</p>
-          ) : null}
-          <FormError error={shownError(checkout.error ?? portal.error)} />
         </section>
       ) : null}
-
-      <h2>Current period</h2>
-      {summary.isLoading ? <Loading what="this month's cost" /> : null}
-      {s ? (
+      {usage.data ? (
         <>
-          <p>
-            <When at={s.periodStart} /> – <When at={s.periodEnd} /> · running cost{" "}
-            <strong>{usd(s.totalCost)}</strong> so far
-          </p>
+          <h2>
+            This period (<When at={usage.data.periodStart} /> – <When at={usage.data.periodEnd} />
+            ): <span data-testid="period-cost">{usd(usage.data.totalCost)}</span>
+          </h2>
           <DataTable
-            label="Cost by quantity"
-            rows={[
-              { name: "Requests", used: count(s.totals.requests), cost: s.costByQuantity.requests },
-              { name: "CPU core-hours", used: hours(s.totals.cpuSeconds), cost: s.costByQuantity.cpuSeconds },
-              { name: "GPU-hours", used: hours(s.totals.gpuSeconds), cost: s.costByQuantity.gpuSeconds },
-              {
-                name: "Memory GiB-hours",
-                used: hours(s.totals.memoryGibSeconds),
-                cost: s.costByQuantity.memoryGibSeconds,
-              },
-              {
-                name: "Build hours",
-                used: hours(s.totals.buildSeconds),
-                cost: s.costByQuantity.buildSeconds,
-              },
-              { name: "Egress", used: bytes(s.totals.egressBytes), cost: s.costByQuantity.egressBytes },
-            ]}
-            rowKey={(r) => r.name}
+            label="Usage this period"
+            rows={Object.entries(usage.data.totals)}
+            rowKey={([k]) => k}
             columns={[
-              { header: "Quantity", cell: (r) => r.name },
-              { header: "Used", cell: (r) => r.used },
-              { header: "Cost", cell: (r) => usd(r.cost) },
+              { header: "Metered", cell: ([k]) => QUANTITY_LABELS[k] ?? k },
+              { header: "Quantity", cell: ([, v]) => amount(v) },
+              {
+                header: "Cost",
+                cell: ([k]) => usd((usage.data.costByQuantity as Record<string, number>)[k] ?? 0),
+              },
             ]}
           />
-          <h3>Cost by deployment</h3>
           <DataTable
             label="Cost by deployment"
-            empty="No usage this month yet: deploy something and send it a request."
-            rows={s.byDeployment}
-            rowKey={(d) => d.deploymentId ?? "org"}
+            empty="No metered usage this period yet."
+            rows={usage.data.byDeployment}
+            rowKey={(d) => d.deploymentId ?? "none"}
             columns={[
-              { header: "Deployment", cell: (d) => d.name ?? (d.deploymentId ? "deleted" : "builds (org)") },
-              { header: "Requests", cell: (d) => count(d.quantities.requests) },
-              { header: "Errors", cell: (d) => count(d.errors) },
-              { header: "CPU core-hours", cell: (d) => hours(d.quantities.cpuSeconds) },
-              { header: "GPU-hours", cell: (d) => hours(d.quantities.gpuSeconds) },
+              { header: "Deployment", cell: (d) => d.name ?? (d.deploymentId ? "(deleted)" : "(builds)") },
+              { header: "Requests", cell: (d) => d.quantities.requests },
+              { header: "Errors", cell: (d) => d.errors },
+              { header: "CPU s", cell: (d) => amount(d.quantities.cpuSeconds) },
               { header: "Cost", cell: (d) => usd(d.cost) },
             ]}
           />
         </>
       ) : null}
-
-      <h2>Usage by day (last 30 days)</h2>
-      {usage.isLoading ? <Loading what="usage" /> : null}
-      {usage.data && p ? (
-        usage.data.length === 0 ? (
-          <p className="panel empty">No metered usage in the last 30 days. Usage is rolled up every hour.</p>
-        ) : (
-          <UsageByDayCharts days={dailyTotals(usage.data, p.plan.prices)} />
-        )
+      {plan.data ? <UsageByDay prices={plan.data.plan.prices} /> : null}
+      {atLeast(org.role, "admin") ? (
+        <>
+          <h2>Invoices</h2>
+          <DataTable
+            label="Invoices"
+            empty="No invoices yet."
+            rows={invoices.data}
+            rowKey={(i) => i.id}
+            columns={[
+              { header: "Invoice", cell: (i) => i.number ?? i.id },
+              { header: "Status", cell: (i) => <StateBadge state={i.status ?? "unknown"} /> },
+              { header: "Amount due", cell: (i) => usd(i.amountDue / 100) },
+              { header: "Paid", cell: (i) => usd(i.amountPaid / 100) },
+              {
+                header: "",
+                cell: (i) =>
+                  i.hostedInvoiceUrl ? (
+                    <a href={i.hostedInvoiceUrl} target="_blank" rel="noreferrer">
+                      View
+                    </a>
+                  ) : null,
+              },
+            ]}
+          />
+        </>
       ) : null}
-
-      <h2>Invoices</h2>
-      {!p?.configured ? (
-        <p className="panel empty">No invoices: billing is not configured on this platform.</p>
-      ) : !isAdmin ? (
-        <p className="panel muted">Admins and owners of {org.name} can see invoices.</p>
-      ) : (
-        <DataTable
-          label="Invoices"
-          empty="No invoices yet."
-          rows={invoices.data}
-          rowKey={(i) => i.id}
-          columns={[
-            { header: "Invoice", cell: (i) => i.number ?? i.id },
-            { header: "Period", cell: (i) => <When at={i.periodStart} /> },
-            { header: "Status", cell: (i) => (i.status ? <StateBadge state={i.status} /> : "—") },
-            { header: "Amount due", cell: (i) => minorUnits(i.amountDue, i.currency) },
-            { header: "Paid", cell: (i) => minorUnits(i.amountPaid, i.currency) },
-            {
-              header: "Links",
-              cell: (i) => (
-                <>
-                  {i.hostedInvoiceUrl ? <a href={i.hostedInvoiceUrl}>View</a> : null}{" "}
-                  {i.pdfUrl ? <a href={i.pdfUrl}>PDF</a> : null}
-                </>
-              ),
-            },
-          ]}
-        />
-      )}
     </>
   );
 }

@@ -1,7 +1,11 @@
 "use client";
 
+import { useQuery } from "@tanstack/react-query";
 import { Bar, BarChart, CartesianGrid, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
+import { Loading } from "@/components/when";
 import { count, usd } from "@/lib/format";
+import { useConsole } from "@/lib/org-context";
+import { useTRPC } from "@/lib/trpc";
 
 export type Prices = Record<
   "requests" | "cpuSeconds" | "gpuSeconds" | "memoryGibSeconds" | "buildSeconds" | "egressBytes",
@@ -9,9 +13,9 @@ export type Prices = Record<
 >;
 
 /** One row of `usage.byDay`: a UTC day and deployment (numbers over JSON). */
-export type UsageRow = { day: string } & Prices;
+type UsageRow = { day: string } & Prices;
 
-export interface DayTotal {
+interface DayTotal {
   day: string;
   requests: number;
   cpuHours: number;
@@ -19,7 +23,7 @@ export interface DayTotal {
 }
 
 /** Rows per day and deployment summed per day, priced with the plan's unit prices. */
-export function dailyTotals(rows: UsageRow[], prices: Prices): DayTotal[] {
+function dailyTotals(rows: UsageRow[], prices: Prices): DayTotal[] {
   const byDay = new Map<string, DayTotal>();
   for (const r of rows) {
     const d = byDay.get(r.day) ?? { day: r.day, requests: 0, cpuHours: 0, cost: 0 };
@@ -64,13 +68,32 @@ function DayBars({
   );
 }
 
-/** Usage by day over the last 30 days: requests, CPU core-hours and what they cost. */
-export function UsageByDayCharts({ days }: { days: DayTotal[] }) {
+/** Usage by day over the last 30 days (`usage.byDay`): requests, CPU core-hours and their cost under the plan. */
+export function UsageByDay({ prices }: { prices: Prices }) {
+  const { org } = useConsole();
+  const trpc = useTRPC();
+  const usage = useQuery(trpc.usage.byDay.queryOptions({ orgId: org.id }));
+  if (usage.isLoading) return <Loading what="usage by day" />;
+  if (!usage.data) return null;
+  const days = dailyTotals(usage.data, prices);
   return (
-    <div className="grid">
-      <DayBars title="Requests per day" data={days} dataKey="requests" color="#2563eb" format={count} />
-      <DayBars title="CPU core-hours per day" data={days} dataKey="cpuHours" color="#7c3aed" format={count} />
-      <DayBars title="Cost per day" data={days} dataKey="cost" color="#059669" format={usd} />
-    </div>
+    <section aria-labelledby="usage-by-day">
+      <h2 id="usage-by-day">Usage by day (last 30 days)</h2>
+      {days.length === 0 ? (
+        <p className="panel empty">No metered usage in the last 30 days. Usage is rolled up every hour.</p>
+      ) : (
+        <div className="grid">
+          <DayBars title="Requests per day" data={days} dataKey="requests" color="#2563eb" format={count} />
+          <DayBars
+            title="CPU core-hours per day"
+            data={days}
+            dataKey="cpuHours"
+            color="#7c3aed"
+            format={count}
+          />
+          <DayBars title="Cost per day" data={days} dataKey="cost" color="#059669" format={usd} />
+        </div>
+      )}
+    </section>
   );
 }

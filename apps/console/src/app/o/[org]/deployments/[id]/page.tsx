@@ -7,7 +7,6 @@ import { Suspense, useState } from "react";
 import { DataTable } from "@/components/data-table";
 import { FormError } from "@/components/form";
 import { StateBadge } from "@/components/state-badge";
-import { DeploymentUptime } from "@/components/uptime";
 import { Loading, When } from "@/components/when";
 import { shownError } from "@/lib/errors";
 import { atLeast, useConsole } from "@/lib/org-context";
@@ -18,6 +17,7 @@ import { DeployProgress } from "./progress";
 import { Revisions } from "./revisions";
 import { ScalingSettings } from "./settings";
 import { Endpoint } from "./try-it";
+import { Uptime } from "./uptime";
 
 const TABS = ["Metrics", "Uptime", "Replicas", "Revisions", "Logs", "Scaling events", "Settings"] as const;
 type Tab = (typeof TABS)[number];
@@ -126,7 +126,7 @@ function DeploymentDetail() {
       </div>
       <div role="tabpanel" aria-label={tab}>
         {tab === "Metrics" ? <TrafficCharts deploymentId={d.id} /> : null}
-        {tab === "Uptime" ? <DeploymentUptime deploymentId={d.id} /> : null}
+        {tab === "Uptime" ? <Uptime deploymentId={d.id} /> : null}
         {tab === "Replicas" ? <Replicas deploymentId={d.id} /> : null}
         {tab === "Revisions" ? <Revisions dep={d} onRolledBack={setJobId} /> : null}
         {tab === "Logs" ? <Logs deploymentId={d.id} /> : null}
