@@ -60,7 +60,7 @@ function DayBars({
             <XAxis dataKey="day" fontSize={11} />
             <YAxis fontSize={11} tickFormatter={(v) => format(Number(v))} width={70} />
             <Tooltip formatter={(v) => format(Number(v))} />
-            <Bar dataKey={dataKey} name={title} fill={color} />
+            <Bar dataKey={dataKey} name={title} fill={color} isAnimationActive={false} />
           </BarChart>
         </ResponsiveContainer>
       </div>
