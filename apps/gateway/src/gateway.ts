@@ -5,11 +5,14 @@ import {
   DEFAULT_REDIS_PREFIX,
   errorBody,
   HANDLE_PATH_PREFIX,
+  PROBE_PATH_PREFIX,
   REQUEST_ID_HEADER,
   REVISION_HEADER,
+  RUNTIME_PATHS,
   redisKeys,
   TesseraError,
   verifyHandleToken,
+  verifyProbeToken,
 } from "@tessera/core";
 import type { Database } from "@tessera/db";
 import { Redis } from "ioredis";
@@ -38,7 +41,10 @@ export interface GatewayOptions {
   redisPrefix?: string;
   port?: number;
   host?: string;
-  /** Secret that signs handle tokens (`TESSERA_HANDLE_SECRET`); without it handle calls are refused. */
+  /**
+   * Secret that signs handle tokens and the platform probe token (`TESSERA_HANDLE_SECRET`); without
+   * it handle calls and probes are refused.
+   */
   handleSecret?: string;
   /** How long a request for a scaled-to-zero deployment is held while it wakes (default 60 s). */
   coldStartTimeoutS?: number;
@@ -79,6 +85,13 @@ export interface Gateway {
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
 /** How long close() lets requests in flight finish before cutting them. */
 const SHUTDOWN_GRACE_MS = 10_000;
+
+function requestIdOf(req: IncomingMessage): string {
+  const incoming = req.headers[REQUEST_ID_HEADER];
+  return typeof incoming === "string" && REQUEST_ID_RE.test(incoming)
+    ? incoming
+    : randomUUID().replaceAll("-", "");
+}
 
 function sendError(res: ServerResponse, err: unknown, log: Log): void {
   if (res.headersSent) {
@@ -268,14 +281,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? "/";
     const isPublic = url.startsWith("/v1/");
+    if (url.startsWith(PROBE_PATH_PREFIX)) return serveProbe(req, res, url);
     if (!isPublic && !url.startsWith(HANDLE_PATH_PREFIX)) return serveOperator(req, res, url);
 
     const started = performance.now();
-    const incomingId = req.headers[REQUEST_ID_HEADER];
-    const requestId =
-      typeof incomingId === "string" && REQUEST_ID_RE.test(incomingId)
-        ? incomingId
-        : randomUUID().replaceAll("-", "");
+    const requestId = requestIdOf(req);
     res.setHeader(REQUEST_ID_HEADER, requestId);
     let orgId: string | null = null;
     let route: DeploymentRoute | null = null;
@@ -359,6 +369,55 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           at: new Date(),
           meta: { requestId, ...(replicaId ? { replicaId } : {}), ...(isPublic ? {} : { via: "handle" }) },
         });
+    }
+  }
+
+  /**
+   * The uptime prober's ingress: the deployment's readiness route through the normal router (P2C,
+   * queue, timeouts), authenticated by the platform probe token. A deployment scaled to zero is not
+   * woken (the router answers "asleep"). Probes are platform traffic: never metered as usage, never
+   * subject to plan admission, counted apart from tenants' requests in the metrics.
+   */
+  async function serveProbe(req: IncomingMessage, res: ServerResponse, url: string): Promise<void> {
+    req.resume();
+    const started = performance.now();
+    const requestId = requestIdOf(req);
+    res.setHeader(REQUEST_ID_HEADER, requestId);
+    let route: DeploymentRoute | null = null;
+    try {
+      if (req.method !== "GET" && req.method !== "HEAD")
+        throw new TesseraError("BAD_REQUEST", "probes are GET requests");
+      const token = bearerToken(req.headers.authorization);
+      if (!token || !options.handleSecret || !verifyProbeToken(options.handleSecret, token))
+        throw new TesseraError("UNAUTHENTICATED", "invalid probe token");
+      const target = splitTarget(url, PROBE_PATH_PREFIX.length, 3);
+      if (target?.rest.split("?", 1)[0] !== "/")
+        throw new TesseraError("NOT_FOUND", `use ${PROBE_PATH_PREFIX}{org}/{app}/{deployment}`);
+      const [org, appName, deploymentName] = target.parts as [string, string, string];
+      route =
+        table.snapshot.applications.get(applicationKey(org, appName))?.deployments.get(deploymentName) ??
+        null;
+      if (!route) throw new TesseraError("NOT_FOUND", `no deployment ${deploymentName} in ${org}/${appName}`);
+      const abort = new AbortController();
+      res.once("close", () => {
+        if (!res.writableFinished) abort.abort();
+      });
+      const lane = router.lane(route);
+      await proxy.forward({
+        req,
+        res,
+        lane,
+        path: RUNTIME_PATHS.ready,
+        body: undefined,
+        requestId,
+        abort,
+        probe: true,
+      });
+    } catch (err) {
+      if (!res.destroyed) sendError(res, err, log);
+    } finally {
+      const status = res.headersSent && !(res.destroyed && !res.writableFinished) ? res.statusCode : 499;
+      metrics.probeFinished(route?.id ?? "none", status, (performance.now() - started) / 1000);
     }
   }
 

@@ -10,6 +10,9 @@ export class GatewayMetrics {
   readonly registry = new Registry();
   private readonly requests: Counter<"deployment" | "status">;
   private readonly latency: Histogram<"deployment">;
+  /** Uptime probes apart from tenants' requests, so probes never inflate a tenant's request rate. */
+  private readonly probes: Counter<"deployment" | "status">;
+  private readonly probeLatency: Histogram<"deployment">;
   /**
    * Label children per deployment (and status): prom-client hashes the label object on every
    * `inc(labels)`, which is per-request garbage; a child is looked up once.
@@ -34,6 +37,19 @@ export class GatewayMetrics {
       help: "Time from request arrival to the end of the response, by deployment id",
       labelNames: ["deployment"],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [this.registry],
+    });
+    this.probes = new Counter({
+      name: "tessera_gateway_probes_total",
+      help: "Uptime probes answered by the gateway's probe ingress, by deployment id and HTTP status",
+      labelNames: ["deployment", "status"],
+      registers: [this.registry],
+    });
+    this.probeLatency = new Histogram({
+      name: "tessera_gateway_probe_duration_seconds",
+      help: "Time to answer an uptime probe, by deployment id",
+      labelNames: ["deployment"],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
       registers: [this.registry],
     });
     new Gauge({
@@ -82,5 +98,11 @@ export class GatewayMetrics {
     }
     counter.inc();
     children.latency.observe(seconds);
+  }
+
+  /** Probes are rare (one per deployment and round): plain label lookups are cheap enough. */
+  probeFinished(deploymentId: string, status: number, seconds: number): void {
+    this.probes.labels(deploymentId, String(status)).inc();
+    this.probeLatency.labels(deploymentId).observe(seconds);
   }
 }

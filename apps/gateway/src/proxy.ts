@@ -61,6 +61,11 @@ export interface ForwardRequest {
   abort: AbortController;
   /** Only replicas of this revision may serve it (traffic splitting); any when absent. */
   revisionId?: string;
+  /**
+   * An uptime probe: never wakes a deployment scaled to zero (answered "asleep" instead) and is
+   * not counted in the load the autoscaler sees.
+   */
+  probe?: boolean;
 }
 
 function upstreamHeaders(req: IncomingMessage, requestId: string): string[] {
@@ -208,6 +213,16 @@ export class ReplicaProxy {
   constructor(private readonly router: Router) {}
 
   async forward(f: ForwardRequest): Promise<ForwardResult> {
+    if (!f.probe) return this.route(f);
+    f.lane.probes++;
+    try {
+      return await this.route(f);
+    } finally {
+      f.lane.probes--;
+    }
+  }
+
+  private async route(f: ForwardRequest): Promise<ForwardResult> {
     const { lane } = f;
     const timeoutMs = lane.route.limits.requestTimeoutMs;
     let deadline = Date.now() + timeoutMs;
@@ -219,7 +234,7 @@ export class ReplicaProxy {
       let slot = this.router.tryAcquire(lane, exclude);
       if (!slot) {
         const cold = lane.replicas.length === 0;
-        slot = await this.router.acquire(lane, { exclude, deadline, signal: f.abort.signal });
+        slot = await this.router.acquire(lane, { exclude, deadline, signal: f.abort.signal, wake: !f.probe });
         // A request held through a cold start gets its full timeout from when a replica took it.
         if (cold) deadline = Date.now() + timeoutMs;
       }

@@ -1,4 +1,4 @@
-import { TesseraError } from "@tessera/core";
+import { PROBE_ASLEEP_REASON, TesseraError } from "@tessera/core";
 import { Pool } from "undici";
 import type { DeploymentRoute, RoutingSnapshot } from "./routing-table.js";
 
@@ -53,12 +53,14 @@ export class DeploymentLane {
   readonly waiters: Waiter[] = [];
   lastWakeAt = 0;
   removed = false;
+  /** Uptime probes queued or in flight: routed like requests, but no load to scale for. */
+  probes = 0;
 
   constructor(public route: DeploymentRoute) {}
 
-  /** Queued plus in-flight: what the autoscaler sizes the deployment by. */
+  /** Queued plus in-flight requests, probes left out: what the autoscaler sizes the deployment by. */
   get ongoing(): number {
-    return this.inFlight + this.waiters.length;
+    return Math.max(0, this.inFlight + this.waiters.length - this.probes);
   }
 }
 
@@ -75,6 +77,8 @@ export interface AcquireOptions {
   /** Absolute time (ms) after which a request still queued gets TIMEOUT. */
   deadline: number;
   signal?: AbortSignal;
+  /** false: a deployment without replicas is answered "asleep" at once instead of woken and held (uptime probes). */
+  wake?: boolean;
 }
 
 /**
@@ -190,6 +194,12 @@ export class Router {
       return Promise.reject(
         new TesseraError("UNAVAILABLE", `deployment ${route.name} has no live revision yet`, {
           reason: "not_deployed",
+        }),
+      );
+    if (cold && options.wake === false)
+      return Promise.reject(
+        new TesseraError("UNAVAILABLE", `deployment ${route.name} is scaled to zero`, {
+          reason: PROBE_ASLEEP_REASON,
         }),
       );
     if (!cold && options.exclude && lane.replicas.every((r) => options.exclude!.has(r)))

@@ -10,7 +10,10 @@ const db = connect(process.env.DATABASE_URL);
 const secret = process.env.TESSERA_HANDLE_SECRET;
 const gatewayUrl = process.env.TESSERA_GATEWAY_URL;
 if (!secret || !gatewayUrl)
-  log("warn", "TESSERA_HANDLE_SECRET or TESSERA_GATEWAY_URL unset: replicas get no handles for composition");
+  log(
+    "warn",
+    "TESSERA_HANDLE_SECRET or TESSERA_GATEWAY_URL unset: replicas get no handles for composition, uptime probes call replicas directly",
+  );
 
 const redisUrl = process.env.REDIS_URL ?? "redis://127.0.0.1:6379";
 const redisPrefix = process.env.REDIS_PREFIX ?? DEFAULT_REDIS_PREFIX;
@@ -29,6 +32,8 @@ const billing = await startBillingJobs({
   redis: billingRedis,
   prefix: redisPrefix,
   queues: bullQueueMonitor(billingRedis, redisPrefix),
+  // Probes go through the gateway (what clients see); without one, straight to the replicas.
+  probe: secret && gatewayUrl ? { gateway: { url: gatewayUrl, secret } } : undefined,
   log,
 });
 log("info", "provisioner started");

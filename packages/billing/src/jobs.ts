@@ -89,11 +89,13 @@ async function runBillingJob(name: string, deps: BillingJobDeps): Promise<Record
     }
     case "probeUptime": {
       const { results, opened, closed } = await probeDeployments(deps.db, deps.probe);
-      const down = results.filter((r) => !r.ok).length;
-      deps.metrics?.probes.inc({ outcome: "up" }, results.length - down);
+      const asleep = results.filter((r) => r.asleep).length;
+      const down = results.filter((r) => !r.ok && !r.asleep).length;
+      deps.metrics?.probes.inc({ outcome: "up" }, results.length - down - asleep);
       deps.metrics?.probes.inc({ outcome: "down" }, down);
+      deps.metrics?.probes.inc({ outcome: "asleep" }, asleep);
       deps.metrics?.down.set(down);
-      return { probed: results.length, down, opened, closed };
+      return { probed: results.length, down, asleep, opened, closed };
     }
     case "pruneHistory":
       return pruneHistory(deps.db);

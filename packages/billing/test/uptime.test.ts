@@ -1,10 +1,12 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { RUNTIME_PATHS } from "@tessera/core";
-import { deployments, uptimeIncidents, uptimeProbes, usageHourly } from "@tessera/db";
-import { createTestDatabase, type TestDatabase } from "@tessera/db/testing";
-import { eq } from "drizzle-orm";
+import { deployments, uptimeIncidents, uptimeProbes, usageEvents, usageHourly } from "@tessera/db";
+import { createTestDatabase, type TestDatabase, testRedisPrefix } from "@tessera/db/testing";
+import { eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+// The real gateway, as the provisioner's prober reaches it in production.
+import { createGateway } from "../../../apps/gateway/src/gateway.js";
 import { deploymentSlo, HOUR_MS, LATENCY_BUCKETS_MS, orgSloSummary, probeDeployments } from "../src/index.js";
 import { seedOrg, seedReplica } from "./fixtures.js";
 
@@ -104,6 +106,124 @@ describe("uptime prober", () => {
       .from(uptimeProbes)
       .where(eq(uptimeProbes.deploymentId, a.deployment.id));
     expect(probes.map((p) => p.ok)).toEqual([true, false, false, false, false, true]);
+  });
+});
+
+describe("uptime prober through the gateway", () => {
+  it("probes via the gateway's probe ingress: up, down, asleep (not woken, not recorded), incidents, no usage", async () => {
+    const gdb = await createTestDatabase("uptime-gateway");
+    const secret = "uptime-probe-secret";
+    const gateway = await createGateway({
+      db: gdb.db,
+      redisUrl: process.env.REDIS_URL ?? "redis://127.0.0.1:6379",
+      redisPrefix: testRedisPrefix("uptime-gw"),
+      handleSecret: secret,
+      usageFlushMs: 100,
+      log: () => {},
+    });
+    try {
+      const up = await seedOrg(gdb.db, "gw-up");
+      await seedReplica(gdb.db, up, { startedAt: new Date(), address: replicaUrl });
+      // Scaled to zero on purpose: asleep, neither up nor down.
+      const asleep = await seedOrg(gdb.db, "gw-asleep");
+      await gdb.db
+        .update(deployments)
+        .set({ targetReplicas: 0 })
+        .where(eq(deployments.id, asleep.deployment.id));
+      // Replicas wanted but none ready (crashed): the gateway routes to none, which is down.
+      const crashed = await seedOrg(gdb.db, "gw-crashed");
+      const dead = await seedOrg(gdb.db, "gw-dead");
+      await seedReplica(gdb.db, dead, { startedAt: new Date(), address: dropperUrl });
+      expect(await gateway.refresh()).toBe(true);
+
+      let t = Date.parse("2026-07-02T10:00:00Z");
+      const round = () => {
+        t += 30_000;
+        return probeDeployments(gdb.db, {
+          gateway: { url: gateway.url, secret },
+          timeoutMs: 5000,
+          failureThreshold: 2,
+          now: () => new Date(t),
+        });
+      };
+      readiness = 200;
+      const hitsBefore = readinessHits;
+      const first = await round();
+      const byId = new Map(first.results.map((r) => [r.deploymentId, r]));
+      expect(byId.get(up.deployment.id)).toMatchObject({ ok: true, asleep: false, status: 200 });
+      expect(byId.get(asleep.deployment.id)).toMatchObject({ ok: false, asleep: true, status: 503 });
+      expect(byId.get(crashed.deployment.id)).toMatchObject({ ok: false, asleep: false, status: 503 });
+      expect(byId.get(crashed.deployment.id)!.error).toMatch(/no ready replica/);
+      expect(byId.get(dead.deployment.id)).toMatchObject({ ok: false, asleep: false, status: 502 });
+      expect(byId.get(dead.deployment.id)!.error).toMatch(/UPSTREAM_ERROR/);
+      expect(readinessHits).toBe(hitsBefore + 1);
+
+      // The gateway saw the probes (its metrics count them per deployment).
+      const metrics = await fetch(`${gateway.url}/metrics`).then((r) => r.text());
+      expect(metrics).toContain(
+        `tessera_gateway_probes_total{deployment="${up.deployment.id}",status="200"} 1`,
+      );
+      expect(metrics).toContain(
+        `tessera_gateway_probes_total{deployment="${asleep.deployment.id}",status="503"} 1`,
+      );
+
+      readiness = 503;
+      await round();
+      await round();
+      const open = await gdb.db
+        .select()
+        .from(uptimeIncidents)
+        .where(eq(uptimeIncidents.deploymentId, up.deployment.id));
+      expect(open).toHaveLength(1);
+      expect(open[0]!.reason).toBe("readiness answered 503");
+      readiness = 200;
+      await round();
+      const [closed] = await gdb.db
+        .select()
+        .from(uptimeIncidents)
+        .where(eq(uptimeIncidents.deploymentId, up.deployment.id));
+      expect(closed!.closedAt!.toISOString()).toBe(new Date(t).toISOString());
+
+      const probes = await gdb.db
+        .select({ deploymentId: uptimeProbes.deploymentId, ok: uptimeProbes.ok })
+        .from(uptimeProbes)
+        .where(inArray(uptimeProbes.deploymentId, [up.deployment.id, asleep.deployment.id]));
+      expect(probes.filter((p) => p.deploymentId === up.deployment.id).map((p) => p.ok)).toEqual([
+        true,
+        false,
+        false,
+        true,
+      ]);
+      expect(probes.filter((p) => p.deploymentId === asleep.deployment.id)).toHaveLength(0);
+      const asleepIncidents = await gdb.db
+        .select()
+        .from(uptimeIncidents)
+        .where(eq(uptimeIncidents.deploymentId, asleep.deployment.id));
+      expect(asleepIncidents).toHaveLength(0);
+      // The asleep deployment stayed asleep: the gateway routed nothing to it and asked for no replica.
+      expect(gateway.router.lanes.get(asleep.deployment.id)?.waiters.length ?? 0).toBe(0);
+
+      // Probes are platform traffic: nothing metered (usage flushes every 100 ms; close() flushes the rest).
+      await gateway.close();
+      expect(await gdb.db.select().from(usageEvents)).toHaveLength(0);
+    } finally {
+      await gateway.close();
+      await gdb.drop();
+    }
+  });
+
+  it("falls back to direct replica probes without a gateway", async () => {
+    const direct = await seedOrg(tdb.db, "probe-direct");
+    await seedReplica(tdb.db, direct, { startedAt: new Date(), address: replicaUrl });
+    readiness = 200;
+    const hitsBefore = readinessHits;
+    const { results } = await probeDeployments(tdb.db, { timeoutMs: 2000 });
+    expect(results.find((r) => r.deploymentId === direct.deployment.id)).toMatchObject({
+      ok: true,
+      asleep: false,
+      status: 200,
+    });
+    expect(readinessHits).toBeGreaterThan(hitsBefore);
   });
 });
 

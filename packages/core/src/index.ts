@@ -5,6 +5,7 @@ export * from "./environment.js";
 export * from "./errors.js";
 export * from "./handle-tokens.js";
 export * from "./jobs.js";
+export * from "./probe-tokens.js";
 export * from "./redis-keys.js";
 export * from "./runtime-contract.js";
 export * from "./traffic.js";

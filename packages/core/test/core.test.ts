@@ -96,3 +96,23 @@ describe("handle tokens", () => {
     expect(JSON.stringify(env)).not.toContain("s3cret");
   });
 });
+
+describe("probe tokens", () => {
+  it("verify under their own secret only, and are never handle tokens (nor the reverse)", async () => {
+    const { mintProbeToken, verifyProbeToken, probeIngressUrl } = await import("../src/probe-tokens.js");
+    const { mintHandleToken, verifyHandleToken } = await import("../src/handle-tokens.js");
+    const token = mintProbeToken("s3cret");
+    expect(verifyProbeToken("s3cret", token)).toBe(true);
+    expect(verifyProbeToken("other", token)).toBe(false);
+    expect(verifyProbeToken("", token)).toBe(false);
+    expect(verifyProbeToken("s3cret", `${token.slice(0, -1)}${token.endsWith("A") ? "B" : "A"}`)).toBe(false);
+    const id = "00000000-0000-4000-8000-000000000001";
+    const handle = mintHandleToken("s3cret", id, id);
+    expect(verifyProbeToken("s3cret", handle)).toBe(false);
+    expect(verifyHandleToken("s3cret", token)).toBeNull();
+    expect(() => mintProbeToken("")).toThrow();
+    expect(probeIngressUrl("http://gw:8080/", "acme", "shop", "a b")).toBe(
+      "http://gw:8080/-/probe/acme/shop/a%20b",
+    );
+  });
+});
