@@ -10,6 +10,7 @@ import { Loading, When } from "@/components/when";
 import { shownError } from "@/lib/errors";
 import { useTRPC } from "@/lib/trpc";
 import { KubernetesClusterConfig } from "./kubernetes-cluster-config";
+import { PlatformHealth } from "./platform-health";
 
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
@@ -103,6 +104,7 @@ export function AdminDashboard({ email }: { email: string }) {
           },
         ]}
       />
+      <PlatformHealth />
       <h2>Deployments (last hour)</h2>
       {deployments.isLoading ? <Loading what="deployments" /> : null}
       <DataTable

@@ -15,6 +15,7 @@ export function Shell({ value, children }: { value: ConsoleContext; children: Re
     [`${base}/clusters`, "Clusters"],
     [`${base}/keys`, "API keys"],
     [`${base}/members`, "Members"],
+    [`${base}/uptime`, "Uptime"],
     [`${base}/billing`, "Usage & billing"],
   ];
   return (

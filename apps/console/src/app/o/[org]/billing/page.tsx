@@ -8,6 +8,8 @@ import { Loading, When } from "@/components/when";
 import { shownError } from "@/lib/errors";
 import { atLeast, useConsole } from "@/lib/org-context";
 import { useTRPC } from "@/lib/trpc";
+import { PlanLimits } from "./plan-limits";
+import { UsageByDay } from "./usage-chart";
 
 const QUANTITY_LABELS: Record<string, string> = {
   requests: "Requests",
@@ -59,6 +61,7 @@ export default function BillingPage() {
               <span className="muted">Plan limits are not enforced here.</span>
             )}
           </p>
+          <PlanLimits limits={plan.data.plan.limits} />
           {!plan.data.configured ? (
             <p className="muted">
               Billing is not configured on this platform (no Stripe account): usage is metered, nothing is
@@ -110,7 +113,7 @@ export default function BillingPage() {
             rows={usage.data.byDeployment}
             rowKey={(d) => d.deploymentId ?? "none"}
             columns={[
-              { header: "Deployment", cell: (d) => d.name ?? "(deleted)" },
+              { header: "Deployment", cell: (d) => d.name ?? (d.deploymentId ? "(deleted)" : "(builds)") },
               { header: "Requests", cell: (d) => d.quantities.requests },
               { header: "Errors", cell: (d) => d.errors },
               { header: "CPU s", cell: (d) => amount(d.quantities.cpuSeconds) },
@@ -119,6 +122,7 @@ export default function BillingPage() {
           />
         </>
       ) : null}
+      {plan.data ? <UsageByDay prices={plan.data.plan.prices} /> : null}
       {atLeast(org.role, "admin") ? (
         <>
           <h2>Invoices</h2>
