@@ -8,7 +8,7 @@ const SAMPLE_KEY_TTL_MS = 10 * 60_000;
 
 /**
  * Reports ongoing (queued + in-flight) requests per deployment to Redis in the autoscaler's
- * format: sorted set `ongoing(deploymentId)`, score = time in ms, member
+ * format, as the peak of each interval: sorted set `ongoing(deploymentId)`, score = time in ms, member
  * `${gatewayId}:${timeMs}:${ongoing}`. A deployment is reported while it has requests and once
  * more with 0 when it drains, so the autoscaler's window sees the drop.
  */
@@ -38,7 +38,7 @@ export class LoadReporter {
     let count = 0;
     const sent: [string, number][] = [];
     const current = new Map<string, number>();
-    for (const [id, lane] of this.router.lanes) current.set(id, lane.ongoing);
+    for (const [id, lane] of this.router.lanes) current.set(id, lane.takePeak());
     for (const id of this.lastReported.keys()) if (!current.has(id)) current.set(id, 0);
     for (const [id, ongoing] of current) {
       if (ongoing === 0 && (this.lastReported.get(id) ?? 0) === 0) continue;

@@ -55,12 +55,31 @@ export class DeploymentLane {
   removed = false;
   /** Uptime probes queued or in flight: routed like requests, but no load to scale for. */
   probes = 0;
+  /** Highest `ongoing` since the last load report. */
+  private peak = 0;
 
   constructor(public route: DeploymentRoute) {}
 
   /** Queued plus in-flight requests, probes left out: what the autoscaler sizes the deployment by. */
   get ongoing(): number {
     return Math.max(0, this.inFlight + this.waiters.length - this.probes);
+  }
+
+  /** Called whenever a request is admitted or queued. */
+  notePeak(): void {
+    const now = this.ongoing;
+    if (now > this.peak) this.peak = now;
+  }
+
+  /**
+   * The load to report for the interval that just ended: its peak, not a snapshot, so requests
+   * shorter than the report interval still count (else steady short traffic reads as idle and an
+   * autoscaled deployment is scaled to zero under it). Starts the next interval.
+   */
+  takePeak(): number {
+    const reported = Math.max(this.peak, this.ongoing);
+    this.peak = this.ongoing;
+    return reported;
   }
 }
 
@@ -176,6 +195,7 @@ export class Router {
     if (slot) {
       slot.inFlight++;
       lane.inFlight++;
+      lane.notePeak();
     }
     return slot;
   }
@@ -237,6 +257,7 @@ export class Router {
         ),
       };
       lane.waiters.push(waiter);
+      lane.notePeak();
       options.signal?.addEventListener(
         "abort",
         () => {

@@ -29,6 +29,7 @@ let globex: TestOrg;
 let api: TestDeployment;
 let slow: TestDeployment;
 let flaky: TestDeployment;
+let globexApi: TestDeployment;
 
 /** A port nothing listens on: connections to it are refused. */
 async function deadPort(): Promise<number> {
@@ -72,7 +73,7 @@ beforeAll(async () => {
   await world.replica(flaky, r3.url);
   // Same application name in another organisation.
   const globexShop = await world.application(globex, "shop");
-  const globexApi = await world.deployment(globex, globexShop, "api");
+  globexApi = await world.deployment(globex, globexShop, "api");
   await world.replica(globexApi, r3.url);
 
   gateway = await createGateway({
@@ -351,6 +352,16 @@ describe("metering and operations", () => {
     expect((await held).status).toBe(200);
     // Once drained, a 0 is reported so the autoscaler's window sees the drop.
     await waitFor(async () => (await redis.zrange(key, -1, -1))[0]?.endsWith(":0"), "a 0 sample");
+  });
+
+  it("reports a request shorter than the report interval (the interval's peak, not a snapshot)", async () => {
+    const key = redisKeys(prefix).ongoing(globexApi.id);
+    for (let i = 0; i < 3; i++) expect((await call("/v1/globex/shop/whoami", globex.key)).status).toBe(200);
+    const samples = await waitFor(async () => {
+      const members = await redis.zrange(key, 0, -1);
+      return members.some((m) => m.endsWith(":1")) ? members : undefined;
+    }, "a sample counting the short request");
+    expect(samples.every((m) => m.startsWith(`${gateway.id}:`))).toBe(true);
   });
 });
 
