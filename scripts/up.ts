@@ -4,7 +4,9 @@
  * console when its sources changed, starts console, gateway and provisioner, and stops everything
  * on Ctrl-C.
  */
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { LocalDriver } from "../packages/cluster/src/index.js";
 import {
   buildConsole,
   consoleBuildStale,
@@ -36,6 +38,28 @@ async function shutdown(code: number): Promise<never> {
 }
 process.on("SIGINT", () => void shutdown(0));
 process.on("SIGTERM", () => void shutdown(0));
+
+/**
+ * Replicas outlive a provisioner on purpose (a restarted one adopts them), but on a laptop Ctrl-C
+ * should leave nothing running: stop every local replica under the data dir. The next `./dev up`
+ * sees them gone and starts replacements for what is deployed.
+ */
+async function stopLocalReplicas(dataDir: string): Promise<void> {
+  const clustersDir = join(dataDir, "clusters");
+  if (!existsSync(clustersDir)) return;
+  const driver = new LocalDriver({ driverConfig: { dataDir }, onError: () => {} });
+  try {
+    for (const clusterId of readdirSync(clustersDir)) {
+      const replicas = await driver.listReplicas(clusterId).catch(() => []);
+      await Promise.all(
+        replicas.map((r) => driver.stopReplica(clusterId, r.replicaId, { drainTimeoutS: 5 }).catch(() => {})),
+      );
+      if (replicas.length) console.log(`==> stopped ${replicas.length} replica(s) of cluster ${clusterId}`);
+    }
+  } finally {
+    await driver.close();
+  }
+}
 
 /** A given port from the environment, else a free one. */
 async function portFrom(name: string, fallback: number): Promise<number> {
@@ -93,6 +117,8 @@ async function main() {
   track(await startConsole(env, log));
   const gateway = await startGateway(env, log);
   track(gateway);
+  // Pushed before the provisioner's stop, so it runs after it: nothing restarts them meanwhile.
+  stops.push(() => stopLocalReplicas(env.dataDir));
   const provisioner = startProvisioner(env, log);
   track(provisioner);
 
