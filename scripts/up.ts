@@ -4,7 +4,7 @@
  * console when its sources changed, starts console, gateway and provisioner, and stops everything
  * on Ctrl-C.
  */
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { LocalDriver } from "../packages/cluster/src/index.js";
 import {
@@ -45,17 +45,11 @@ process.on("SIGTERM", () => void shutdown(0));
  * sees them gone and starts replacements for what is deployed.
  */
 async function stopLocalReplicas(dataDir: string): Promise<void> {
-  const clustersDir = join(dataDir, "clusters");
-  if (!existsSync(clustersDir)) return;
+  if (!existsSync(join(dataDir, "clusters"))) return;
   const driver = new LocalDriver({ driverConfig: { dataDir }, onError: () => {} });
   try {
-    for (const clusterId of readdirSync(clustersDir)) {
-      const replicas = await driver.listReplicas(clusterId).catch(() => []);
-      await Promise.all(
-        replicas.map((r) => driver.stopReplica(clusterId, r.replicaId, { drainTimeoutS: 5 }).catch(() => {})),
-      );
-      if (replicas.length) console.log(`==> stopped ${replicas.length} replica(s) of cluster ${clusterId}`);
-    }
+    const stopped = await driver.stopAllReplicas({ drainTimeoutS: 5 });
+    if (stopped) console.log(`==> stopped ${stopped} local replica(s)`);
   } finally {
     await driver.close();
   }

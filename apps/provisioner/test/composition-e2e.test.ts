@@ -121,8 +121,7 @@ afterAll(async () => {
   await gateway?.close();
   await platform?.close();
   const last = new LocalDriver({ driverConfig: { dataDir }, onError: () => {} });
-  for (const r of await last.listReplicas(clusterId).catch(() => []))
-    await last.stopReplica(clusterId, r.replicaId, { drainTimeoutS: 0 });
+  await last.stopAllReplicas({ drainTimeoutS: 0 });
   await last.close();
   rmSync(dataDir, { recursive: true, force: true });
 });

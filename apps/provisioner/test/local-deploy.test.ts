@@ -55,8 +55,7 @@ afterAll(async () => {
   await platform?.close();
   // Replicas outlive provisioners by design: stop what this test started.
   const last = new LocalDriver({ driverConfig: { dataDir }, onError: () => {} });
-  for (const r of await last.listReplicas(clusterId))
-    await last.stopReplica(clusterId, r.replicaId, { drainTimeoutS: 0 });
+  await last.stopAllReplicas({ drainTimeoutS: 0 });
   await last.close();
   drivers = [];
   rmSync(dataDir, { recursive: true, force: true });

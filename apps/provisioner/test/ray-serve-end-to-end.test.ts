@@ -101,9 +101,7 @@ afterAll(async () => {
   await gateway?.close();
   await platform?.close();
   const last = new LocalDriver({ driverConfig: { dataDir }, onError: () => {} });
-  if (clusterId)
-    for (const r of await last.listReplicas(clusterId))
-      await last.stopReplica(clusterId, r.replicaId, { drainTimeoutS: 0 });
+  await last.stopAllReplicas({ drainTimeoutS: 0 });
   await last.close();
   await driver?.close();
   rmSync(dataDir, { recursive: true, force: true });

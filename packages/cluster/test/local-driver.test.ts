@@ -507,6 +507,20 @@ describe("LocalDriver with real python and node replicas", () => {
     await driver.destroyCluster(CLUSTER_B); // unknown: no-op
     expect(errors.filter((e) => !/not found: replica/.test(String(e)))).toEqual([]);
   });
+
+  it("stopAllReplicas stops the replicas of every cluster under the data dir, as a platform shutdown does", async () => {
+    await driver.startReplica(python(CLUSTER_A, "py-last"));
+    await waitPhase("py-last", "ready");
+    const running = await driver.listReplicas(CLUSTER_A);
+    expect(running.length).toBeGreaterThanOrEqual(2);
+    const pids = await Promise.all(
+      running.map(async (r) => (await driver.replicaProcess(CLUSTER_A, r.replicaId))?.pid as number),
+    );
+    expect(pids.every(alive)).toBe(true);
+    expect(await driver.stopAllReplicas({ drainTimeoutS: 0 })).toBe(running.length);
+    expect(pids.some(alive)).toBe(false);
+    expect(await driver.listReplicas(CLUSTER_A)).toEqual([]);
+  });
 });
 
 const SPY_HANDLER = `import os

@@ -104,9 +104,7 @@ export async function startLocalStack(
       await platform.close();
       // Replicas outlive a closed provisioner on purpose (a restart adopts them): stop them here.
       const last = new LocalDriver({ driverConfig: { dataDir }, onError: () => {} });
-      for (const t of tenants)
-        for (const r of await last.listReplicas(t.clusterId))
-          await last.stopReplica(t.clusterId, r.replicaId, { drainTimeoutS: 0 });
+      await last.stopAllReplicas({ drainTimeoutS: 0 });
       await last.close();
       await driver?.close();
       rmSync(dataDir, { recursive: true, force: true });

@@ -306,6 +306,20 @@ export class LocalDriver implements ClusterDriver {
     return [...(this.replicas.get(clusterId)?.values() ?? [])].map((r) => r.status());
   }
 
+  /**
+   * Drains and stops every replica under this data dir, in every cluster: replicas outlive a
+   * provisioner on purpose, so whoever shuts a whole local platform down (`./dev up`, tests) does
+   * this last. Returns how many were stopped.
+   */
+  async stopAllReplicas(opts?: { drainTimeoutS?: number }): Promise<number> {
+    await this.open();
+    const all = [...this.replicas].flatMap(([clusterId, byId]) =>
+      [...byId.keys()].map((replicaId) => ({ clusterId, replicaId })),
+    );
+    await Promise.all(all.map((r) => this.stopReplica(r.clusterId, r.replicaId, opts)));
+    return all.length;
+  }
+
   /** The process serving a replica right now (pid + start time), for operators and tests. */
   async replicaProcess(clusterId: string, replicaId: string): Promise<ProcessIdentity | null> {
     await this.adopted;
