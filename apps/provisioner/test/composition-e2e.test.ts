@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 // The gateway app, started in-process next to the provisioner (no package dependency needed).
 import { createGateway, type Gateway } from "../../gateway/src/index.js";
 import type { DriverLogHooks, Provisioner } from "../src/index.js";
-import { createTestPlatform, type TestPlatform, waitFor } from "./support/platform.js";
+import { createTestPlatform, localDriverTestConfig, type TestPlatform, waitFor } from "./support/platform.js";
 
 /**
  * Composition end to end: examples/composition-chain deployed through the tRPC API, run by the
@@ -73,7 +73,7 @@ beforeAll(async () => {
     () =>
       (_cluster: unknown, hooks: DriverLogHooks): ClusterDriver => {
         driver ??= new LocalDriver({
-          driverConfig: { dataDir, restartBackoffMs: 100, maxQuickCrashes: 2, drainTimeoutS: 2 },
+          driverConfig: localDriverTestConfig(dataDir),
           onLog: hooks.onLog,
           onError: () => {},
         });

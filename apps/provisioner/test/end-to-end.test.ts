@@ -243,5 +243,6 @@ describe("autoscaling on traffic", () => {
     const woke = await send(acme, "elastic", "/deduplicate", { rows });
     console.info(`cold start from zero through the gateway: ${Math.round(performance.now() - started)} ms`);
     expect(woke).toEqual({ status: 200, body: { rows: [rows[0], rows[1]], removed: 1 } });
-  });
+    // The autoscaler looks back 30 s before it sees no traffic: this test takes ~50 s by design.
+  }, 150_000);
 });

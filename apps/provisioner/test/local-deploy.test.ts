@@ -7,7 +7,13 @@ import { createGateway } from "@tessera/gateway";
 import { and, eq, inArray } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DriverLogHooks, Provisioner } from "../src/index.js";
-import { createTestPlatform, REDIS_URL, type TestPlatform, waitFor } from "./support/platform.js";
+import {
+  createTestPlatform,
+  localDriverTestConfig,
+  REDIS_URL,
+  type TestPlatform,
+  waitFor,
+} from "./support/platform.js";
 
 /**
  * The whole path with real processes: tRPC API -> BullMQ -> provisioner -> local driver -> python
@@ -31,7 +37,7 @@ function localDriverFactory() {
   let driver: LocalDriver | undefined;
   return (_cluster: unknown, hooks: DriverLogHooks): ClusterDriver => {
     driver ??= new LocalDriver({
-      driverConfig: { dataDir, restartBackoffMs: 100, maxQuickCrashes: 2, drainTimeoutS: 2 },
+      driverConfig: localDriverTestConfig(dataDir),
       onLog: hooks.onLog,
       onError: () => {},
     });

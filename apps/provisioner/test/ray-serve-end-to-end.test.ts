@@ -7,7 +7,13 @@ import { createGateway, type Gateway } from "@tessera/gateway";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeWheel } from "../../../packages/env-builder/test/support/wheels.js";
 import type { DriverLogHooks } from "../src/index.js";
-import { createTestPlatform, REDIS_URL, type TestPlatform, waitFor } from "./support/platform.js";
+import {
+  createTestPlatform,
+  localDriverTestConfig,
+  REDIS_URL,
+  type TestPlatform,
+  waitFor,
+} from "./support/platform.js";
 
 /**
  * Ray Serve programs deployed unchanged, every piece real: `rayServe.deploy` imports the module
@@ -46,13 +52,11 @@ beforeAll(async () => {
     () =>
       (_cluster: unknown, hooks: DriverLogHooks): ClusterDriver => {
         driver ??= new LocalDriver({
-          driverConfig: {
-            dataDir,
+          driverConfig: localDriverTestConfig(dataDir, {
             python: RAY_PYTHON,
-            restartBackoffMs: 100,
             maxQuickCrashes: 3,
             drainTimeoutS: 5,
-          },
+          }),
           // Venvs see Debian's site-packages (starlette) and install from the local wheels only.
           environmentBuilder: new EnvironmentBuilder({
             root: join(dataDir, "envs"),

@@ -210,15 +210,13 @@ describe("usage and SLO routers", () => {
 
   it("gives platform admins the cross-org view, and nobody else", async () => {
     const dep = (await api.deployments.list({ orgId: owner.orgId }))[0]!;
-    await env.db
-      .insert(uptimeIncidents)
-      .values({
-        orgId: owner.orgId,
-        deploymentId: dep.id,
-        openedAt: new Date(),
-        reason: "no ready replica",
-        failedProbes: 5,
-      });
+    await env.db.insert(uptimeIncidents).values({
+      orgId: owner.orgId,
+      deploymentId: dep.id,
+      openedAt: new Date(),
+      reason: "no ready replica",
+      failedProbes: 5,
+    });
     const overview = await admin.api.admin.overview({});
     const mine = overview.organisations.find((o) => o.orgId === owner.orgId)!;
     expect(mine).toMatchObject({ requests: 2, errors: 1, errorRate: 0.5 });

@@ -8,13 +8,14 @@ import {
   truncateSync,
   writeFileSync,
 } from "node:fs";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { GpuAllocator } from "../src/local/gpus.js";
 import { cpuSetFor, withHostLimits, writeCodeBundle } from "../src/local/launch.js";
 import { LogFileFollower, parseReplicaLogLine } from "../src/local/logs.js";
-import { claimPortSlot, pickPort, releasePortSlot } from "../src/local/ports.js";
+import { claimPortSlot, pickPort, portHolder, releasePortSlot } from "../src/local/ports.js";
 import { processIdentity, signalReplicaGroup } from "../src/local/processes.js";
 import { DEFAULT_LOCAL_SETTINGS, localDriverSettings } from "../src/local/settings.js";
 import { waitFor } from "./support/wait-for.js";
@@ -211,6 +212,25 @@ describe("pickPort", () => {
     expect(await pickPort(range, new Set([40_100, 40_101]), undefined)).toBe(40_102);
     const all = new Set([40_100, 40_101, 40_102, 40_103, 40_104]);
     await expect(pickPort(range, all)).rejects.toMatchObject({ code: "OVERLOADED" });
+  });
+
+  it("turns away a client that connects while a port is checked, so the check never waits on it", async () => {
+    // A router with a stale table may send to the port just then and keep its request open for
+    // its whole timeout: the holder must close anyway, not when that client gives up.
+    const holder = portHolder();
+    await new Promise<void>((resolve) =>
+      holder.listen({ port: 0, host: "127.0.0.1", exclusive: true }, resolve),
+    );
+    const port = (holder.address() as { port: number }).port;
+    const accepted = new Promise((resolve) => holder.once("connection", resolve));
+    const stranger: Socket = connect(port, "127.0.0.1");
+    stranger.on("error", () => {});
+    const strangerClosed = new Promise((resolve) => stranger.once("close", resolve));
+    stranger.write("GET / HTTP/1.1\r\nhost: x\r\n\r\n");
+    await accepted;
+    await new Promise<void>((resolve) => holder.close(() => resolve()));
+    await strangerClosed;
+    expect(stranger.destroyed).toBe(true);
   });
 });
 

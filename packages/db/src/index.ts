@@ -22,7 +22,9 @@ export interface DbHandle {
 export function connect(url = process.env.DATABASE_URL ?? DEFAULT_DATABASE_URL, max = 10): DbHandle {
   const pool = new pg.Pool({ connectionString: url, max });
   // An idle client losing its connection (database restart) must not crash the process.
-  pool.on("error", (err) => console.error(JSON.stringify({ level: "error", msg: "postgres pool error", err: err.message })));
+  pool.on("error", (err) =>
+    console.error(JSON.stringify({ level: "error", msg: "postgres pool error", err: err.message })),
+  );
   const db = drizzle(pool, { schema });
   return { db, pool, close: () => pool.end() };
 }

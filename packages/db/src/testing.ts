@@ -12,7 +12,10 @@ export interface TestDatabase extends DbHandle {
 }
 
 export async function createTestDatabase(label = "t"): Promise<TestDatabase> {
-  const name = `tessera_test_${label.replace(/[^a-z0-9]/gi, "").toLowerCase().slice(0, 20)}_${randomBytes(5).toString("hex")}`;
+  const name = `tessera_test_${label
+    .replace(/[^a-z0-9]/gi, "")
+    .toLowerCase()
+    .slice(0, 20)}_${randomBytes(5).toString("hex")}`;
   const admin = new pg.Client({ connectionString: TEST_SERVER_URL });
   await admin.connect();
   await admin.query(`create database "${name}"`);

@@ -14,11 +14,14 @@ import { nodeReplicaCommand } from "./index.js";
 const codeDir = process.env[RUNTIME_ENV.CODE_DIR];
 const entry = process.env[RUNTIME_ENV.ENTRY];
 if (!codeDir || !entry) {
-  console.error(JSON.stringify({ level: "error", msg: `${RUNTIME_ENV.CODE_DIR} and ${RUNTIME_ENV.ENTRY} are required` }));
+  console.error(
+    JSON.stringify({ level: "error", msg: `${RUNTIME_ENV.CODE_DIR} and ${RUNTIME_ENV.ENTRY} are required` }),
+  );
   process.exit(2);
 }
 const envDir = process.env.TESSERA_ENV_DIR;
-const nodeModulesDir = envDir && existsSync(join(envDir, "node_modules")) ? join(envDir, "node_modules") : undefined;
+const nodeModulesDir =
+  envDir && existsSync(join(envDir, "node_modules")) ? join(envDir, "node_modules") : undefined;
 const contractEnv = Object.fromEntries(
   Object.values(RUNTIME_ENV)
     .filter((name) => process.env[name] !== undefined)
@@ -37,6 +40,8 @@ try {
   for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => child.kill(sig));
   child.on("exit", (code, signal) => process.exit(code ?? (signal ? 143 : 1)));
 } catch (err) {
-  console.error(JSON.stringify({ level: "error", msg: err instanceof NodeBundleError ? err.message : String(err) }));
+  console.error(
+    JSON.stringify({ level: "error", msg: err instanceof NodeBundleError ? err.message : String(err) }),
+  );
   process.exit(1);
 }

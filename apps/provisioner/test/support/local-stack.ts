@@ -6,7 +6,13 @@ import { replicas } from "@tessera/db";
 import { createGateway, type Gateway, type GatewayOptions } from "@tessera/gateway";
 import { and, eq } from "drizzle-orm";
 import type { DriverLogHooks, ProvisionerOptions } from "../../src/index.js";
-import { createTestPlatform, REDIS_URL, type TestPlatform, waitFor } from "./platform.js";
+import {
+  createTestPlatform,
+  localDriverTestConfig,
+  REDIS_URL,
+  type TestPlatform,
+  waitFor,
+} from "./platform.js";
 
 /**
  * The whole product in one process, every piece real: the tRPC API enqueues on BullMQ, a
@@ -43,22 +49,12 @@ export async function startLocalStack(
   const handleSecret = `${label}-handle-secret`;
   const dataDir = mkdtempSync(join(tmpdir(), `tessera-${label}-`));
   let driver: LocalDriver | undefined;
-  // Port slots are claimed per data directory, so stacks of other processes on this machine would
-  // all start at the same default range: each stack takes a random one of its own.
-  const portRangeFrom = 20_000 + Math.floor(Math.random() * 60) * 200;
   const platform = await createTestPlatform(
     label,
     () =>
       (_cluster: unknown, hooks: DriverLogHooks): ClusterDriver => {
         driver ??= new LocalDriver({
-          driverConfig: {
-            dataDir,
-            portRangeFrom,
-            portRangeTo: portRangeFrom + 199,
-            restartBackoffMs: 100,
-            maxQuickCrashes: 3,
-            drainTimeoutS: 5,
-          },
+          driverConfig: localDriverTestConfig(dataDir, { maxQuickCrashes: 3, drainTimeoutS: 5 }),
           onLog: hooks.onLog,
           onError: () => {},
         });
@@ -74,7 +70,7 @@ export async function startLocalStack(
     coldStartTimeoutS: 60,
     routingRefreshMs: 1000,
     loadReportMs: 250,
-    log: () => {},
+    log: process.env.TEST_LOG ? undefined : () => {},
     ...overrides.gateway,
   });
   const provisioner = platform.startProvisioner({
@@ -203,9 +199,12 @@ export function continuousLoad(call: () => Promise<{ status: number }>, concurre
   let sent = 0;
   const workers = Array.from({ length: concurrency }, async () => {
     while (running) {
+      const started = Date.now();
       const { status } = await call().catch(() => ({ status: 0 }));
       sent++;
       if (status !== 200) failures.push(status);
+      const ms = Date.now() - started;
+      if (ms > 5000) console.warn(`continuousLoad: a request took ${ms} ms (status ${status})`);
     }
   });
   return {

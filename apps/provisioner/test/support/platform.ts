@@ -96,6 +96,31 @@ export async function createTestPlatform(
 }
 
 /** Polls `probe` until it returns something truthy; fails after `ms` naming what it waited for. */
+/**
+ * Replica ports for the local drivers of this test worker. Drivers share out ports only within one
+ * data directory, and vitest runs test files side by side: with a range of its own per worker, one
+ * file's gateway can never reach another file's replica (or its port check) through a stale
+ * routing table. Outside vitest (the benchmarks) a random range above the workers' ones.
+ */
+function workerPortRange(): { portRangeFrom: number; portRangeTo: number } {
+  const pool = Number(process.env.VITEST_POOL_ID);
+  const index = Number.isInteger(pool) && pool > 0 ? (pool - 1) % 16 : 16 + Math.floor(Math.random() * 32);
+  const portRangeFrom = 20_000 + index * 250;
+  return { portRangeFrom, portRangeTo: portRangeFrom + 249 };
+}
+
+/** `driverConfig` of a test's LocalDriver: the worker's ports, quick restarts, short drains. */
+export function localDriverTestConfig(dataDir: string, overrides: Record<string, unknown> = {}) {
+  return {
+    dataDir,
+    ...workerPortRange(),
+    restartBackoffMs: 100,
+    maxQuickCrashes: 2,
+    drainTimeoutS: 2,
+    ...overrides,
+  };
+}
+
 export async function waitFor<T>(
   what: string,
   probe: () => Promise<T | undefined | null | false> | T | undefined | null | false,

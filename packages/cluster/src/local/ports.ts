@@ -1,5 +1,5 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { TesseraError } from "@tessera/core";
 import type { LocalDriverSettings } from "./settings.js";
@@ -53,10 +53,20 @@ function readSlotOwner(file: string): string | undefined {
   }
 }
 
+/**
+ * A server that only holds a port for a moment. Anyone who connects meanwhile (a router with a
+ * stale table still sending to a replica that used the port) is turned away at once: closing
+ * waits for open connections, so one stranger kept open would stall the check, and with it the
+ * replica start that asked, until the stranger gave up.
+ */
+export function portHolder(): Server {
+  return createServer((socket) => socket.destroy());
+}
+
 /** Whether nothing listens on 127.0.0.1:port right now (checked by binding it briefly). */
 export function portIsFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const server = createServer();
+    const server = portHolder();
     server.once("error", () => resolve(false));
     server.listen({ port, host: "127.0.0.1", exclusive: true }, () => server.close(() => resolve(true)));
   });
