@@ -33,6 +33,14 @@ export interface RequestAdmission {
   ):
     | { ok: true }
     | { ok: false; code: "RATE_LIMITED" | "PAYMENT_REQUIRED"; message: string; retryAfterS?: number };
+  /** Called by the gateway's close(), while its Redis client is still connected. */
+  close?(): Promise<void>;
+}
+
+/** The gateway's Redis client and key prefix, for an admission that counts across gateways. */
+export interface SharedRedis {
+  redis: Redis;
+  prefix: string;
 }
 
 export interface GatewayOptions {
@@ -61,8 +69,10 @@ export interface GatewayOptions {
   /**
    * Plan enforcement for `/v1` requests (`OrgAdmission` of @tessera/billing): a refused request is
    * answered RATE_LIMITED / PAYMENT_REQUIRED and never metered. Absent: every plan is unlimited.
+   * A function gets the gateway's Redis client and prefix, so the admission can count per-minute
+   * rates across all gateways (`shared` of `OrgAdmission`); an instance counts on its own.
    */
-  admission?: RequestAdmission;
+  admission?: RequestAdmission | ((shared: SharedRedis) => RequestAdmission);
   log?: Log;
 }
 
@@ -243,6 +253,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const metrics = new GatewayMetrics(router);
   const proxy = new ReplicaProxy(router);
   const reporter = new LoadReporter(redis, prefix, id, router, log, options.loadReportMs);
+  const admission =
+    typeof options.admission === "function" ? options.admission({ redis, prefix }) : options.admission;
   const notices = subscribeNotices(
     options.redisUrl,
     prefix,
@@ -306,7 +318,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         // Compared before any lookup: another organisation's names are neither served nor confirmed.
         if (identity.orgSlug !== org)
           throw new TesseraError("FORBIDDEN", `this API key belongs to another organisation than ${org}`);
-        const admitted = options.admission?.admit(identity.orgId) ?? { ok: true };
+        const admitted = admission?.admit(identity.orgId) ?? { ok: true };
         if (!admitted.ok) {
           if (admitted.retryAfterS !== undefined) res.setHeader("retry-after", String(admitted.retryAfterS));
           throw new TesseraError(admitted.code, admitted.message);
@@ -509,7 +521,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         await stopped;
         // The last samples say 0 so the autoscaler does not count this gateway's requests on.
         await reporter.report();
-        await Promise.all([usage.close(), apiKeys.close(), router.close(), notices.close()]);
+        await Promise.all([
+          usage.close(),
+          apiKeys.close(),
+          router.close(),
+          notices.close(),
+          admission?.close?.(),
+        ]);
         redis.disconnect();
         log("info", "gateway stopped", { gateway: id });
       })();

@@ -33,7 +33,8 @@ const gateway = await createGateway({
   handleSecret: process.env[HANDLE_SECRET_ENV] || undefined,
   coldStartTimeoutS: numberEnv("TESSERA_COLD_START_TIMEOUT_S", 60),
   metricsToken: process.env.TESSERA_METRICS_TOKEN || undefined,
-  admission: enforcePlans ? new OrgAdmission(handle.db, { log: jsonLog }) : undefined,
+  // Through the gateway's Redis client, so the per-minute rate counts requests of every gateway.
+  admission: enforcePlans ? (shared) => new OrgAdmission(handle.db, { log: jsonLog, shared }) : undefined,
 });
 if (!process.env[HANDLE_SECRET_ENV])
   jsonLog("warn", `${HANDLE_SECRET_ENV} is not set: handle calls will be refused`);

@@ -19,6 +19,11 @@ export function redisKeys(prefix = process.env.REDIS_PREFIX ?? DEFAULT_REDIS_PRE
     ongoing: (deploymentId: string) => `${prefix}ongoing:${deploymentId}`,
     /** Pub/sub channel: a message (an API key prefix, or "*") means keys were revoked or changed. */
     apiKeysChanged: `${prefix}api-keys-changed`,
+    /**
+     * Requests admitted for an organisation in one UTC minute (`Math.floor(ms / 60 000)`), summed
+     * over every gateway by INCRBY (billing's `OrgAdmission`).
+     */
+    requestsInMinute: (orgId: string, minute: number) => `${prefix}rate:${orgId}:${minute}`,
     /** BullMQ queue prefix. */
     bullPrefix: `${prefix}bull`,
   };
