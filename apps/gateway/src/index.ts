@@ -1,5 +1,11 @@
 export { ApiKeyVerifier, bearerToken, type KeyIdentity } from "./auth.js";
-export { createGateway, type Gateway, type GatewayOptions } from "./gateway.js";
+export {
+  createGateway,
+  type Gateway,
+  type GatewayOptions,
+  type RequestAdmission,
+  type SharedRedis,
+} from "./gateway.js";
 export { LoadReporter } from "./load-reporter.js";
 export { subscribeNotices } from "./notices.js";
 export { pick, Router } from "./router.js";

@@ -280,7 +280,8 @@ export type Admission =
 
 /**
  * Gateway admission for one request, as a pure function of the org's billing state (which the
- * gateway refreshes periodically with `loadOrgBillingState`) and its own per-minute counter.
+ * gateway refreshes periodically with `loadOrgBillingState`) and the org's per-minute count (which
+ * `OrgAdmission` can share across gateways).
  * Policy: per-minute rate over the plan -> RATE_LIMITED with Retry-After (transient); the free
  * monthly quota used up, or a payment failure older than the grace period -> PAYMENT_REQUIRED
  * (needs the tenant to act). `requestsThisMinute` excludes the request being admitted.
