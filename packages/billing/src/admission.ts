@@ -166,34 +166,34 @@ export class OrgAdmission {
 
   private async sendCounts(minute: number): Promise<void> {
     const { shared } = this.options;
-    if (!shared || !this.keys) return;
-    const sent: [Entry, number][] = [];
+    const keys = this.keys;
+    if (!shared || !keys) return;
+    // Orgs quiet this minute are left out: their next request starts from the local count.
+    const sent = [...this.entries]
+      .filter(([, e]) => e.minute === minute)
+      .map(([orgId, e]) => ({
+        e,
+        key: keys.requestsInMinute(orgId, minute),
+        delta: e.inMinute - e.flushed,
+      }));
+    if (sent.length === 0) return;
     try {
       const batch = shared.redis.multi();
-      for (const [orgId, e] of this.entries) {
-        // Orgs quiet this minute are left out: their next request starts from the local count.
-        if (e.minute !== minute) continue;
-        const delta = e.inMinute - e.flushed;
-        const key = this.keys.requestsInMinute(orgId, minute);
+      for (const { key, delta } of sent) {
         // INCRBY 0 still reads back what the other gateways admitted.
         batch.incrby(key, delta);
         batch.pexpire(key, MINUTE_KEY_TTL_MS);
-        sent.push([e, delta]);
-      }
-      if (sent.length === 0) {
-        batch.discard();
-        return;
       }
       const results = await batch.exec();
       if (!results) throw new Error("the MULTI was aborted");
-      sent.forEach(([e, delta], i) => {
+      for (const [i, { e, delta }] of sent.entries()) {
         const [err, total] = results[i * 2]!;
         if (err) throw err;
         // A request that started a new minute meanwhile reset the entry: this total is stale.
-        if (e.minute !== minute) return;
+        if (e.minute !== minute) continue;
         e.flushed += delta;
         e.shared = Number(total);
-      });
+      }
       if (this.redisFailing) this.options.log?.("info", "sharing rate-limit counts through redis again", {});
       this.redisFailing = false;
     } catch (err) {

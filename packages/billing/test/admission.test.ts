@@ -171,4 +171,41 @@ describe("per-minute counts shared by every gateway through Redis", () => {
       down.disconnect();
     }
   });
+
+  it("sends the counts of an outage once Redis is back, and says so", async () => {
+    const a = await seedOrg(tdb.db, "adm-redis-back");
+    const prefix = testRedisPrefix("admission");
+    // Not connected until asked: the first flush meets a Redis the gateway cannot write to.
+    const late = new Redis(REDIS_URL, {
+      disableClientInfo: true,
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+    });
+    const logs: string[] = [];
+    const gate = new OrgAdmission(tdb.db, {
+      refreshMs: 3_600_000,
+      shared: { redis: late, prefix, flushMs: 3_600_000 },
+      log: (level, msg) => logs.push(`${level}: ${msg}`),
+    });
+    const t0 = minuteStart();
+    const key = redisKeys(prefix).requestsInMinute(a.org.id, Math.floor(t0.getTime() / 60_000));
+    try {
+      gate.admit(a.org.id, t0);
+      await gate.settled();
+      await gate.flush(t0);
+      gate.admit(a.org.id, t0);
+      await late.connect().catch(() => {});
+      await vi.waitFor(() => expect(late.status).toBe("ready"), { timeout: 10_000, interval: 20 });
+      await gate.flush(t0);
+      expect(await redis.get(key)).toBe("2");
+      expect(logs).toEqual([
+        "warn: rate-limit counts not shared through redis; counting per gateway",
+        "info: sharing rate-limit counts through redis again",
+      ]);
+    } finally {
+      await gate.close();
+      late.disconnect();
+    }
+  });
 });
