@@ -60,10 +60,10 @@ export function requestsThisMinute(counts: { inMinute: number; flushed: number; 
  * `flushMs`, adds its unflushed part to a per-org per-minute Redis key (INCRBY, one MULTI for all
  * orgs) and reads the totals back (`requestsThisMinute`). Together the gateways therefore stay
  * within the plan's rate up to one flush interval of lag: each may admit up to the limit minus the
- * last total it read, so a burst that lands on N gateways within one interval can exceed it by up
- * to (N - 1) times what each admitted meanwhile. While Redis is unreachable each process decides
- * on its own count plus the last total it read (one warning per outage). Without `shared` the rate
- * is counted per process, so N gateways admit up to N times the plan's rate.
+ * last total it read, so together they can exceed it by at most what the others admitted since
+ * that read (a burst spread over gateways within one interval). While Redis is unreachable each
+ * process decides on its own count plus the last total it read (one warning per outage). Without
+ * `shared` the rate is counted per process, so N gateways admit up to N times the plan's rate.
  *
  * The monthly quota's "admitted since the rollup" part stays per process: it is relative to each
  * process's own state load (the rollup's total at that moment), and a shared count would have to
