@@ -221,3 +221,65 @@ describe("plan limits under concurrent deploys", () => {
     expect(await footprint(t.user.orgId)).toEqual({ deployments: 4, replicas: 8 });
   });
 });
+
+describe("plan limits on canaries and rollbacks", () => {
+  /** Marks the deployment's desired revision live, as the controller would once it serves. */
+  async function makeLive(d: { deployment: { id: string }; revision: { id: string } }) {
+    await env.db
+      .update(deployments)
+      .set({ liveRevisionId: d.revision.id, state: "ready" })
+      .where(eq(deployments.id, d.deployment.id));
+  }
+
+  it("refuses a canary, or its promotion, whose bigger replicas no longer fit the plan", async () => {
+    const t = await tenant({ maxCpus: 2 });
+    const model = await t.deploy("model", 2);
+    await makeLive(model);
+    const canary = (cpus: number) =>
+      t.api.traffic.deployCanary({
+        orgId: t.user.orgId,
+        deploymentId: model.deployment.id,
+        config: { ...sampleConfig, resources: { ...sampleConfig.resources, cpus } },
+        code: sampleCode,
+        prevVersion: 1,
+        percent: 10,
+      });
+    // Two replicas of 1.5 CPUs: 3 of the plan's 2.
+    const tooBig = await failure(canary(1.5));
+    expect(tooBig.code).toBe("PAYMENT_REQUIRED");
+    expect(tooBig.message).toMatch(/allows 2 CPU cores; this deploy would use 3/);
+    expect(
+      (await t.api.traffic.get({ orgId: t.user.orgId, deploymentId: model.deployment.id })).canary,
+    ).toBeNull();
+
+    await canary(1);
+    // Counted at the live revision's 2 x 0.5 CPUs meanwhile, so a second deployment still fits...
+    await t.deploy("other", 1);
+    // ...and promoting the canary (2 x 1 CPUs, plus 0.5) no longer does.
+    const promote = await failure(
+      t.api.traffic.promote({ orgId: t.user.orgId, deploymentId: model.deployment.id, prevVersion: 1 }),
+    );
+    expect(promote.code).toBe("PAYMENT_REQUIRED");
+    expect(promote.message).toMatch(/allows 2 CPU cores; this deploy would use 2.5/);
+  });
+
+  it("refuses a rollback to a revision with more replicas than the plan has room for", async () => {
+    const t = await tenant({ maxReplicas: 3 });
+    const v1 = await t.deploy("model", 3);
+    await t.deploy("model", 1, 1);
+    const other = await t.deploy("other", 1);
+    const rollback = () =>
+      t.api.deployments.rollback({
+        orgId: t.user.orgId,
+        deploymentId: v1.deployment.id,
+        revisionId: v1.revision.id,
+        prevVersion: 2,
+      });
+    const refused = await failure(rollback());
+    expect(refused.code).toBe("PAYMENT_REQUIRED");
+    expect(refused.message).toMatch(/allows 3 replicas; this deploy would use 4/);
+    await t.api.deployments.delete({ orgId: t.user.orgId, deploymentId: other.deployment.id });
+    expect((await rollback()).revision.version).toBe(3);
+    expect(await footprint(t.user.orgId)).toEqual({ deployments: 1, replicas: 3 });
+  });
+});
