@@ -45,8 +45,8 @@ declare const planLocked: unique symbol;
 export type PlanTx = Transaction & { readonly [planLocked]: true };
 
 /**
- * The transaction of a write that can grow an organisation's footprint (deploy, scale-up, canary,
- * rollback). With plans enforced it starts with the organisation's plan lock, so the plan check
+ * The transaction of a write that can grow an organisation's footprint (deploy, Ray Serve deploy,
+ * scale-up, canary, promotion, rollback). With plans enforced it starts with the organisation's plan lock, so the plan check
  * (`enforceDeployPlan`, `enforceScalePlan` with this transaction) and the write of one such
  * change finish before the next one checks: concurrent deploys cannot together exceed the plan.
  */
