@@ -6,9 +6,10 @@ import {
   organisations,
   plans,
   revisions,
+  type Transaction,
   usageHourly,
 } from "@tessera/db";
-import { and, eq, gte, isNull, ne, sql } from "drizzle-orm";
+import { and, eq, gte, isNull, notInArray, sql } from "drizzle-orm";
 import { METERED_QUANTITIES, type MeteredQuantity, type Quantities, zeroQuantities } from "./metering.js";
 
 /** Limits of a plan; null means unlimited. */
@@ -85,8 +86,21 @@ export const PAID_PLAN_ID = "payg";
 /** A payment failure blocks new deploys at once; serving stops after this grace period. */
 export const PAYMENT_GRACE_MS = 7 * 24 * 3_600_000;
 
+/** What the plan checks read through: the database, or the transaction that then writes the deploy. */
+export type PlanReader = Pick<Database, "select">;
+
+/**
+ * Takes the organisation's plan lock until `tx` ends. Every transaction that can grow an
+ * organisation's footprint takes it before its check and its write, so two of them run one after
+ * the other and cannot both pass the check and together exceed the plan. Take it first in the
+ * transaction, before any row lock, so that no two such transactions wait on each other.
+ */
+export async function lockOrgPlan(tx: Transaction, orgId: string): Promise<void> {
+  await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`plan:${orgId}`}, 0))`);
+}
+
 /** The plan named `id`: its `plans` row merged over the built-in default (unknown ids fall back to free). */
-export async function loadPlan(db: Database, id: string): Promise<Plan> {
+export async function loadPlan(db: PlanReader, id: string): Promise<Plan> {
   const base = DEFAULT_PLANS[id] ?? DEFAULT_PLANS.free!;
   const [row] = await db.select().from(plans).where(eq(plans.id, id));
   if (!row) return base;
@@ -122,7 +136,7 @@ export interface OrgBillingState {
 }
 
 export async function loadOrgBillingState(
-  db: Database,
+  db: PlanReader,
   orgId: string,
   now = new Date(),
 ): Promise<OrgBillingState> {
@@ -153,7 +167,7 @@ export interface DeployRequest {
   /** The deployment being replaced (its current footprint is not counted twice), or null for a new one. */
   deploymentId?: string | null;
   resources: { cpus: number; gpus: number; memoryMb: number };
-  /** Most replicas the deploy may run: `numReplicas`, or `autoscaling.maxReplicas`. */
+  /** Most replicas the deployment may run after the deploy: its replica count, or its autoscaling maximum. */
   replicas: number;
 }
 
@@ -168,14 +182,17 @@ interface Footprint {
  * Refuse a deploy (or scale-up) that the organisation's plan or billing state does not allow, with
  * PAYMENT_REQUIRED and a message that says which limit and how to lift it. The footprint counts
  * every other live deployment at its most replicas (autoscaling max), so autoscaling can never
- * take an organisation past its plan.
+ * take an organisation past its plan. Racing deploys are only refused reliably when `db` is a
+ * transaction holding `lockOrgPlan` that then makes the write.
  */
 export async function checkDeployAllowed(
-  db: Database,
+  db: PlanReader,
   orgId: string,
-  request: DeployRequest,
+  /** Several for one deploy of many deployments (a Ray Serve application), checked together. */
+  request: DeployRequest | DeployRequest[],
   now = new Date(),
 ): Promise<void> {
+  const requests = [request].flat();
   const state = await loadOrgBillingState(db, orgId, now);
   if (state.paymentFailed)
     throw new TesseraError(
@@ -186,13 +203,14 @@ export async function checkDeployAllowed(
       },
     );
   const { limits } = state.plan;
-  const current = await footprint(db, orgId, request.deploymentId ?? null);
-  const after = {
-    replicas: current.replicas + request.replicas,
-    cpus: current.cpus + request.replicas * request.resources.cpus,
-    gpus: current.gpus + request.replicas * request.resources.gpus,
-    deployments: current.deployments + 1,
-  };
+  const replaced = requests.flatMap((r) => (r.deploymentId ? [r.deploymentId] : []));
+  const after = await footprint(db, orgId, replaced);
+  for (const r of requests) {
+    after.replicas += r.replicas;
+    after.cpus += r.replicas * r.resources.cpus;
+    after.gpus += r.replicas * r.resources.gpus;
+    after.deployments += 1;
+  }
   const checks: [keyof Footprint, number | null, string][] = [
     ["deployments", limits.maxDeployments, "deployments"],
     ["replicas", limits.maxReplicas, "replicas"],
@@ -217,7 +235,7 @@ export async function checkDeployAllowed(
 
 /** `checkDeployAllowed` for a scaling change of an existing deployment (resources from its desired revision). */
 export async function checkScaleAllowed(
-  db: Database,
+  db: PlanReader,
   orgId: string,
   deploymentId: string,
   replicas: number,
@@ -244,14 +262,14 @@ export async function checkScaleAllowed(
 }
 
 /** Replicas a deployment may run: its target, or its autoscaling maximum when higher. */
-function mostReplicas(target: number, scaling: Record<string, unknown>): number {
+export function mostReplicas(target: number, scaling: Record<string, unknown>): number {
   const max = (scaling.autoscaling as { maxReplicas?: number } | undefined)?.maxReplicas ?? 0;
   return Math.max(target, max);
 }
 
 const round = (n: number) => Math.round(n * 1000) / 1000;
 
-async function footprint(db: Database, orgId: string, exceptDeploymentId: string | null): Promise<Footprint> {
+async function footprint(db: PlanReader, orgId: string, exceptDeploymentIds: string[]): Promise<Footprint> {
   const rows = await db
     .select({ target: deployments.targetReplicas, scaling: deployments.scaling, config: revisions.config })
     .from(deployments)
@@ -260,7 +278,7 @@ async function footprint(db: Database, orgId: string, exceptDeploymentId: string
       and(
         eq(deployments.orgId, orgId),
         isNull(deployments.deletedAt),
-        exceptDeploymentId ? ne(deployments.id, exceptDeploymentId) : undefined,
+        exceptDeploymentIds.length ? notInArray(deployments.id, exceptDeploymentIds) : undefined,
       ),
     );
   const out: Footprint = { replicas: 0, cpus: 0, gpus: 0, deployments: rows.length };

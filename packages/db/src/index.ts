@@ -7,6 +7,8 @@ import * as schema from "./schema.js";
 export * from "./schema.js";
 export { schema };
 export type Database = NodePgDatabase<typeof schema>;
+/** The handle `Database.transaction` passes its callback. */
+export type Transaction = Parameters<Parameters<Database["transaction"]>[0]>[0];
 
 /** `drizzle/` at the repository root holds the generated SQL migrations. */
 export const MIGRATIONS_DIR = fileURLToPath(new URL("../../../drizzle", import.meta.url));

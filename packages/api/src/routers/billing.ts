@@ -4,11 +4,12 @@ import {
   currentPeriodCost,
   type DeployRequest,
   loadOrgBillingState,
+  lockOrgPlan,
   StripeBilling,
   stripeSettingsFromEnv,
 } from "@tessera/billing/service";
 import { TesseraError } from "@tessera/core";
-import { billingAccounts, type Database } from "@tessera/db";
+import { billingAccounts, type Database, type Transaction } from "@tessera/db";
 import { eq } from "drizzle-orm";
 import type { BillingOptions, Context } from "../context.js";
 import { apiError } from "../errors.js";
@@ -39,24 +40,48 @@ async function billingCall<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Refuse a deploy past the organisation's plan (when this platform enforces plans). */
-export function enforceDeployPlan(
+declare const planLocked: unique symbol;
+/** A transaction from `planTransaction`: it holds the organisation's plan lock when plans are enforced. */
+export type PlanTx = Transaction & { readonly [planLocked]: true };
+
+/**
+ * The transaction of a write that can grow an organisation's footprint (deploy, Ray Serve deploy,
+ * scale-up, canary, promotion, rollback). With plans enforced it starts with the organisation's plan lock, so the plan check
+ * (`enforceDeployPlan`, `enforceScalePlan` with this transaction) and the write of one such
+ * change finish before the next one checks: concurrent deploys cannot together exceed the plan.
+ */
+export function planTransaction<T>(
   ctx: Pick<Context, "db" | "billing">,
   orgId: string,
-  request: DeployRequest,
-) {
-  if (!ctx.billing.enforcePlanLimits) return Promise.resolve();
-  return billingCall(() => checkDeployAllowed(ctx.db, orgId, request));
+  fn: (tx: PlanTx) => Promise<T>,
+): Promise<T> {
+  return ctx.db.transaction(async (tx) => {
+    if (ctx.billing.enforcePlanLimits) await lockOrgPlan(tx, orgId);
+    return fn(tx as PlanTx);
+  });
 }
 
+/** Refuse a deploy past the organisation's plan (when this platform enforces plans), before writing it in `tx`. */
+export function enforceDeployPlan(
+  ctx: Pick<Context, "billing">,
+  tx: PlanTx,
+  orgId: string,
+  request: DeployRequest | DeployRequest[],
+) {
+  if (!ctx.billing.enforcePlanLimits) return Promise.resolve();
+  return billingCall(() => checkDeployAllowed(tx, orgId, request));
+}
+
+/** Refuse a scale-up past the organisation's plan, before writing it in `tx`; scaling down always passes. */
 export function enforceScalePlan(
-  ctx: Pick<Context, "db" | "billing">,
+  ctx: Pick<Context, "billing">,
+  tx: PlanTx,
   orgId: string,
   deploymentId: string,
   replicas: number,
 ) {
   if (!ctx.billing.enforcePlanLimits) return Promise.resolve();
-  return billingCall(() => checkScaleAllowed(ctx.db, orgId, deploymentId, replicas));
+  return billingCall(() => checkScaleAllowed(tx, orgId, deploymentId, replicas));
 }
 
 function stripeOf(ctx: Context): StripeBilling {

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { type DeployRequest, mostReplicas } from "@tessera/billing/service";
 import {
   type CodeBundle,
   codeBundle,
@@ -20,14 +21,15 @@ import {
   replicas,
   revisions,
   scalingEvents,
+  type Transaction,
 } from "@tessera/db";
 import { and, asc, desc, eq, gt, inArray, isNull, type SQL, sql } from "drizzle-orm";
 import { z } from "zod";
 import { apiError, issueFieldErrors, isUniqueViolation } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
-import { enforceDeployPlan, enforceScalePlan } from "./billing.js";
+import { enforceDeployPlan, enforceScalePlan, planTransaction } from "./billing.js";
 
-export type Tx = Parameters<Parameters<Database["transaction"]>[0]>[0];
+export type Tx = Transaction;
 
 /** Revision columns without the code bundle, which can be megabytes. */
 export const revisionSummary = {
@@ -55,6 +57,26 @@ export type ScalingState = { scaling: Record<string, unknown>; targetReplicas: n
 export function scalingOf(c: Pick<DeploymentConfig, "numReplicas" | "autoscaling">): Record<string, unknown> {
   if (c.autoscaling) return { autoscaling: c.autoscaling };
   return { numReplicas: c.numReplicas ?? 1 };
+}
+
+/** Scaling of a deployment created by a deploy of `c`. */
+export function initialScaling(c: DeploymentConfig): ScalingState {
+  return { scaling: scalingOf(c), targetReplicas: initialReplicaCount(c) };
+}
+
+/** Replicas the plan counts for a deployment with this scaling (its autoscaling maximum, if higher). */
+export const planReplicas = (s: ScalingState) => mostReplicas(s.targetReplicas, s.scaling);
+
+/** A deploy of `c` as the plan check counts it, onto the deployment `dep` or a new one. */
+export function deployRequest(
+  c: DeploymentConfig,
+  dep: (ScalingState & { id: string }) | undefined,
+): DeployRequest {
+  return {
+    deploymentId: dep?.id ?? null,
+    resources: c.resources,
+    replicas: planReplicas(dep ? (redeployScaling(c, dep.targetReplicas) ?? dep) : initialScaling(c)),
+  };
 }
 
 /** Keep the current replica count where the new scaling allows it, so a redeploy does not jolt traffic. */
@@ -327,18 +349,13 @@ export const deploymentsRouter = router({
         eq(deployments.name, input.name),
         isNull(deployments.deletedAt),
       );
-      const [existing] = await ctx.db.select({ id: deployments.id }).from(deployments).where(sameName);
-      await enforceDeployPlan(ctx, ctx.org.id, {
-        deploymentId: existing?.id ?? null,
-        resources: config.resources,
-        replicas: config.autoscaling?.maxReplicas ?? config.numReplicas ?? 1,
-      });
       const envHash = await ensureEnvironment(ctx.db, config);
       let result: Awaited<ReturnType<typeof commitRevision>> & { created: boolean };
       try {
-        result = await ctx.db.transaction(async (tx) => {
+        result = await planTransaction(ctx, ctx.org.id, async (tx) => {
           let [dep] = await tx.select().from(deployments).where(sameName).for("update");
           const created = !dep;
+          await enforceDeployPlan(ctx, tx, ctx.org.id, deployRequest(config, dep));
           if (!dep) {
             if (input.prevVersion !== 0) throw versionConflict(0, input.prevVersion);
             [dep] = await tx
@@ -348,8 +365,7 @@ export const deploymentsRouter = router({
                 applicationId: app.id,
                 clusterId: app.clusterId,
                 name: input.name,
-                scaling: scalingOf(config),
-                targetReplicas: initialReplicaCount(config),
+                ...initialScaling(config),
               })
               .returning();
             await tx
@@ -357,14 +373,13 @@ export const deploymentsRouter = router({
               .set({ ingressDeployment: input.name })
               .where(and(eq(applications.id, app.id), isNull(applications.ingressDeployment)));
           }
-          const scaling = created ? undefined : redeployScaling(config, dep!.targetReplicas);
           const out = await commitRevision(tx, dep!, {
             prevVersion: input.prevVersion,
             config: config as unknown as Record<string, unknown>,
             code,
             envHash,
             createdBy: ctx.userId,
-            scaling,
+            scaling: created ? undefined : redeployScaling(config, dep!.targetReplicas),
             label: input.label,
           });
           return { ...out, created };
@@ -393,7 +408,7 @@ export const deploymentsRouter = router({
   rollback: orgProcedure("admin")
     .input(deploymentId.extend({ revisionId: z.uuid(), prevVersion }))
     .mutation(async ({ ctx, input }) => {
-      const result = await ctx.db.transaction(async (tx) => {
+      const result = await planTransaction(ctx, ctx.org.id, async (tx) => {
         const dep = await lockDeployment(tx, ctx.org.id, input.deploymentId);
         const [old] = await tx
           .select()
@@ -406,14 +421,17 @@ export const deploymentsRouter = router({
             ),
           );
         if (!old) throw apiError("NOT_FOUND", "revision not found");
+        // Stored configs were validated on deploy; parsing again re-applies defaults added since.
+        const config = deploymentConfig.parse(old.config);
+        // The old revision may ask for more replicas or bigger ones than the plan has room for now.
+        await enforceDeployPlan(ctx, tx, ctx.org.id, deployRequest(config, dep));
         const out = await commitRevision(tx, dep, {
           prevVersion: input.prevVersion,
           config: old.config,
           code: old.code,
           envHash: old.envHash,
           createdBy: ctx.userId,
-          // Stored configs were validated on deploy; parsing again re-applies defaults added since.
-          scaling: redeployScaling(deploymentConfig.parse(old.config), dep.targetReplicas),
+          scaling: redeployScaling(config, dep.targetReplicas),
         });
         return { ...out, fromVersion: old.version };
       });
@@ -451,14 +469,9 @@ export const deploymentsRouter = router({
           fieldErrors: { numReplicas: "give numReplicas or autoscaling" },
         });
       }
-      await enforceScalePlan(
-        ctx,
-        ctx.org.id,
-        input.deploymentId,
-        s.autoscaling?.maxReplicas ?? s.numReplicas!,
-      );
-      const result = await ctx.db.transaction(async (tx) => {
+      const result = await planTransaction(ctx, ctx.org.id, async (tx) => {
         const dep = await lockDeployment(tx, ctx.org.id, input.deploymentId);
+        await enforceScalePlan(ctx, tx, ctx.org.id, dep.id, s.autoscaling?.maxReplicas ?? s.numReplicas!);
         throwIfAny(quotaErrors(s, await clusterQuota(tx, dep.clusterId), ""), "over the cluster quota");
         const target = s.autoscaling
           ? Math.min(Math.max(dep.targetReplicas, s.autoscaling.minReplicas), s.autoscaling.maxReplicas)

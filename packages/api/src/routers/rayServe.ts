@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { type CodeBundle, codeBundle, entryPoint, environmentSpec, initialReplicaCount } from "@tessera/core";
+import { type CodeBundle, codeBundle, entryPoint, environmentSpec } from "@tessera/core";
 import { applications, deployments, revisions } from "@tessera/db";
 import {
   inspectRayServeApp,
@@ -10,19 +10,21 @@ import {
   RayServeInspectError,
   type RayServePlan,
 } from "@tessera/runtime-python";
-import { and, eq, isNull } from "drizzle-orm";
+import { and, eq, inArray, isNull } from "drizzle-orm";
 import { z } from "zod";
 import { apiError, isUniqueViolation, validationError } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
+import { enforceDeployPlan, planTransaction } from "./billing.js";
 import {
   clusterQuota,
   commitRevision,
+  deployRequest,
   ensureEnvironment,
   findApplication,
+  initialScaling,
   quotaErrors,
   redeployScaling,
   revisionLabel,
-  scalingOf,
   type Tx,
   throwIfAny,
   versionConflict,
@@ -136,8 +138,7 @@ async function commitPlanned(
         applicationId: app.id,
         clusterId: app.clusterId,
         name: d.name,
-        scaling: scalingOf(d.config),
-        targetReplicas: initialReplicaCount(d.config),
+        ...initialScaling(d.config),
       })
       .returning();
   } else if (d.prevLabel) {
@@ -199,7 +200,33 @@ export const rayServeRouter = router({
       const ordered = [...plan.deployments].sort((a, b) => (a.name < b.name ? -1 : 1));
       let results: Awaited<ReturnType<typeof commitPlanned>>[];
       try {
-        results = await ctx.db.transaction(async (tx) => {
+        // One plan lock and one check for the whole application, so its order of writes does not matter.
+        results = await planTransaction(ctx, ctx.org.id, async (tx) => {
+          const existing = await tx
+            .select()
+            .from(deployments)
+            .where(
+              and(
+                eq(deployments.applicationId, app.id),
+                inArray(
+                  deployments.name,
+                  ordered.map((d) => d.name),
+                ),
+                isNull(deployments.deletedAt),
+              ),
+            );
+          // No row locks needed: every change to what the plan counts of them takes the plan lock too.
+          await enforceDeployPlan(
+            ctx,
+            tx,
+            ctx.org.id,
+            ordered.map((d) =>
+              deployRequest(
+                d.config,
+                existing.find((e) => e.name === d.name),
+              ),
+            ),
+          );
           const out = [];
           for (const d of ordered)
             out.push(

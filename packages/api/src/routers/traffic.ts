@@ -1,17 +1,19 @@
 import { randomUUID } from "node:crypto";
-import { canaryPercent, type TrafficSplit } from "@tessera/core";
+import { canaryPercent, deploymentConfig, type TrafficSplit } from "@tessera/core";
 import { type Database, deployments, revisions, usageEvents } from "@tessera/db";
 import { and, eq, gte, inArray, ne, sql } from "drizzle-orm";
 import { z } from "zod";
 import type { Context } from "../context.js";
 import { apiError, issueFieldErrors } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
+import { enforceDeployPlan, planTransaction } from "./billing.js";
 import {
   clusterQuota,
   ensureEnvironment,
   findDeployment,
   lockDeployment,
   parseDeployInput,
+  planReplicas,
   quotaErrors,
   revisionSummary,
   revisionsById,
@@ -139,7 +141,7 @@ export const trafficRouter = router({
         "over the cluster quota",
       );
       const envHash = await ensureEnvironment(ctx.db, config);
-      const result = await ctx.db.transaction(async (tx) => {
+      const result = await planTransaction(ctx, ctx.org.id, async (tx) => {
         const dep = await lockDeployment(tx, ctx.org.id, input.deploymentId);
         if (dep.version !== input.prevVersion) throw versionConflict(dep.version, input.prevVersion);
         if (!dep.liveRevisionId)
@@ -147,6 +149,12 @@ export const trafficRouter = router({
         if (dep.desiredRevisionId !== dep.liveRevisionId)
           throw apiError("CONFLICT", "a rollout is in progress: wait for it before starting a canary");
         if (dep.traffic) throw apiError("CONFLICT", "a canary is already running: promote or abort it first");
+        // The canary keeps the deployment's scaling, with replicas of its own resources.
+        await enforceDeployPlan(ctx, tx, ctx.org.id, {
+          deploymentId: dep.id,
+          resources: config.resources,
+          replicas: planReplicas(dep),
+        });
         const [latest] = await tx
           .select({ max: sql<number | null>`max(${revisions.version})` })
           .from(revisions)
@@ -211,7 +219,7 @@ export const trafficRouter = router({
   promote: orgProcedure("admin")
     .input(deploymentId.extend({ prevVersion }))
     .mutation(async ({ ctx, input }) => {
-      const result = await ctx.db.transaction(async (tx) => {
+      const result = await planTransaction(ctx, ctx.org.id, async (tx) => {
         const { dep, split } = await runningCanary(tx, ctx.org.id, input.deploymentId);
         if (dep.version !== input.prevVersion) throw versionConflict(dep.version, input.prevVersion);
         const [canary] = await tx
@@ -224,6 +232,12 @@ export const trafficRouter = router({
             "CONFLICT",
             `the canary revision is ${canary.state.replace("_", " ")}${canary.failureReason ? ` (${canary.failureReason})` : ""}: abort it`,
           );
+        // Deploys since the canary started counted the live revision's resources, not the canary's.
+        await enforceDeployPlan(ctx, tx, ctx.org.id, {
+          deploymentId: dep.id,
+          resources: deploymentConfig.parse(canary.config).resources,
+          replicas: planReplicas(dep),
+        });
         const [updated] = await tx
           .update(deployments)
           .set({
