@@ -242,6 +242,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       });
     },
     onStarved: () => void table.refresh(),
+    onMisrouted: () => void table.refresh(),
   });
   table.onChange((snapshot) => router.update(snapshot));
   const apiKeys = new ApiKeyVerifier(options.db, { log, dbTimeoutMs: options.dbTimeoutMs });

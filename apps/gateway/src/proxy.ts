@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import { REQUEST_ID_HEADER, TesseraError } from "@tessera/core";
+import { REQUEST_ID_HEADER, TesseraError, UPSTREAM_REVISION_HEADER } from "@tessera/core";
 import type { Dispatcher } from "undici";
 import type { DeploymentLane, ReplicaSlot, Router } from "./router.js";
 
@@ -31,8 +31,9 @@ const HOP_BY_HOP = new Set([
   "upgrade",
 ]);
 /**
- * Also dropped towards replicas: the caller's credential must never reach tenant code, and
- * `expect: 100-continue` (curl sends it for larger bodies) was answered by this server already.
+ * Also dropped towards replicas: the caller's credential must never reach tenant code,
+ * `expect: 100-continue` (curl sends it for larger bodies) was answered by this server already,
+ * and the revision a replica checks requests against is the gateway's to name, never the caller's.
  */
 const NOT_TO_REPLICA = new Set([
   ...HOP_BY_HOP,
@@ -41,6 +42,7 @@ const NOT_TO_REPLICA = new Set([
   "content-length",
   "expect",
   REQUEST_ID_HEADER,
+  UPSTREAM_REVISION_HEADER,
 ]);
 
 /** What a forwarded request produced, for metering. */
@@ -68,13 +70,14 @@ export interface ForwardRequest {
   probe?: boolean;
 }
 
-function upstreamHeaders(req: IncomingMessage, requestId: string): string[] {
+function upstreamHeaders(req: IncomingMessage, requestId: string, slot: ReplicaSlot): string[] {
   const raw = req.rawHeaders;
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     if (!NOT_TO_REPLICA.has(raw[i]!.toLowerCase())) out.push(raw[i]!, raw[i + 1]!);
   }
   out.push(REQUEST_ID_HEADER, requestId);
+  if (slot.revisionId) out.push(UPSTREAM_REVISION_HEADER, slot.revisionId);
   return out;
 }
 
@@ -85,11 +88,17 @@ function downstreamHeaders(headers: IncomingHttpHeaders, requestId: string): Inc
   return out;
 }
 
-/** The runtimes' marker for "not processed, send it elsewhere": a 503 DRAINING (or a replica still starting). */
-function notProcessedReason(body: string): "draining" | "starting" | null {
+type NotProcessedReason = "draining" | "starting" | "misrouted";
+
+/**
+ * The runtimes' marker for "not processed, send it elsewhere": a 503 DRAINING, MISROUTED (the
+ * address serves another revision than the routing table says), or a replica still starting.
+ */
+function notProcessedReason(body: string): NotProcessedReason | null {
   try {
     const error = (JSON.parse(body) as { error?: { code?: string; message?: string } }).error;
     if (error?.code === "DRAINING") return "draining";
+    if (error?.code === "MISROUTED") return "misrouted";
     if (error?.code === "OVERLOADED" && error.message === "replica is starting") return "starting";
   } catch {
     // a handler's own 503 with a non-JSON body
@@ -105,8 +114,8 @@ function isSmallJson(headers: IncomingHttpHeaders): boolean {
 
 type ExchangeOutcome =
   | { kind: "answered"; bytesOut: number }
-  /** The replica declined without processing it (the runtimes' 503 DRAINING / starting). */
-  | { kind: "declined"; reason: "draining" | "starting" }
+  /** The replica declined without processing it (the runtimes' 503 DRAINING / MISROUTED / starting). */
+  | { kind: "declined"; reason: NotProcessedReason }
   | { kind: "failed"; error: Error; responded: boolean; bytesOut: number };
 
 /**
@@ -207,7 +216,7 @@ const TIMED_OUT = new Error("no response within the request timeout");
 /**
  * Sends requests to replicas over keep-alive pools and streams answers back. A request is sent
  * to another replica only when the first provably never processed it: the connection was
- * refused, or the replica answered DRAINING.
+ * refused, or the replica answered DRAINING or MISROUTED.
  */
 export class ReplicaProxy {
   constructor(private readonly router: Router) {}
@@ -273,7 +282,7 @@ export class ReplicaProxy {
           {
             path: f.path,
             method: (f.req.method ?? "GET") as Dispatcher.HttpMethod,
-            headers: upstreamHeaders(f.req, f.requestId),
+            headers: upstreamHeaders(f.req, f.requestId, slot),
             body: f.body,
             // Our timer bounds the wait for headers; bodyTimeout bounds silence inside a stream.
             headersTimeout: 0,
@@ -292,6 +301,7 @@ export class ReplicaProxy {
     if (outcome.kind === "answered") return { bytesOut: outcome.bytesOut, replicaId: slot.id };
     if (outcome.kind === "declined") {
       if (outcome.reason === "draining") this.router.markDraining(slot);
+      else if (outcome.reason === "misrouted") this.router.markMisrouted(slot);
       return "resend";
     }
     if (outcome.responded) {

@@ -14,7 +14,7 @@ export class ReplicaSlot {
   inFlight = 0;
   /** Refused a connection recently: picked only when no other replica has room. */
   avoidUntil = 0;
-  /** Answered DRAINING: takes no new requests until the routing table drops it. */
+  /** Answered DRAINING or MISROUTED: takes no new requests until the routing table drops it. */
   draining = false;
   retired = false;
   /** The revision this replica runs (a canary's requests go only to its replicas). */
@@ -89,6 +89,8 @@ export interface RouterOptions {
   onWake(deploymentId: string): void;
   /** Called every second while some deployment holds requests and has no usable replica. */
   onStarved?(): void;
+  /** Called when a replica's address turned out to serve another revision: the routing table is stale. */
+  onMisrouted?(): void;
 }
 
 export interface AcquireOptions {
@@ -288,6 +290,17 @@ export class Router {
   /** The replica answered DRAINING: no new requests until the table drops or refreshes it. */
   markDraining(slot: ReplicaSlot): void {
     slot.draining = true;
+  }
+
+  /**
+   * The slot's address answered for another revision (reused by a newer replica): no requests
+   * until the table drops or re-addresses it, and the table is reloaded now rather than at its
+   * next period. Only the first refusal asks: later requests no longer pick the slot.
+   */
+  markMisrouted(slot: ReplicaSlot): void {
+    if (slot.draining) return;
+    slot.draining = true;
+    this.options.onMisrouted?.();
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,4 @@
-import { mintHandleToken, parseOngoingSample, redisKeys } from "@tessera/core";
+import { mintHandleToken, parseOngoingSample, redisKeys, UPSTREAM_REVISION_HEADER } from "@tessera/core";
 import { connect, type DbHandle } from "@tessera/db";
 import { createTestDatabase, type TestDatabase, testRedisPrefix } from "@tessera/db/testing";
 import { createRedisNotifier } from "@tessera/jobs";
@@ -307,6 +307,65 @@ describe("replica failures", () => {
       expect(new Set(after.map((r) => r.json().replica))).toEqual(new Set(["survivor"]));
     } finally {
       await pair.stopAll();
+    }
+  });
+});
+
+describe("stale routing tables", () => {
+  it("resends a request that reached another tenant's replica at a reused address, which runs nothing", async () => {
+    // Periodic reloads far off: only the misroute itself may make this gateway reload its table.
+    const g = await gatewayWith({ routingRefreshMs: 600_000 });
+    const reused = new EchoReplicas();
+    try {
+      const app = await world.application(acme, "reused");
+      const dep = await world.deployment(acme, app, "svc", { config: { maxOngoingRequests: 4 } });
+      const otherApp = await world.application(globex, "reused");
+      const other = await world.deployment(globex, otherApp, "svc");
+      const [right, stranger] = await Promise.all([
+        reused.start("right", dep.revisionId),
+        reused.start("stranger", other.revisionId),
+      ]);
+      // acme's replica "gone" was at the address globex's replica now listens on.
+      const gone = await world.replica(dep, stranger.url);
+      await world.replica(dep, right.url);
+      await world.replica(other, stranger.url);
+      await g.refresh();
+      await world.setReplicaState(gone, "stopped");
+      const lane = g.router.lane(g.table.snapshot.deployments.get(dep.id)!);
+      const staleSlot = lane.replicas.find((r) => r.id === gone)!;
+      expect(staleSlot.address).toBe(stranger.url);
+
+      // With one request held on "right", the next pick prefers the idle stale slot.
+      const held = call(g, "/v1/acme/reused/hold", acme.key, { gate: "reused" });
+      await waitFor(
+        async () => (await send(right.url, "/-/stats")).json().inFlight === 1,
+        "a request held on the right replica",
+      );
+      const replies = await Promise.all([
+        ...Array.from({ length: 6 }, (_, i) =>
+          i % 2
+            ? call(g, "/v1/acme/reused/whoami", acme.key)
+            : call(g, "/v1/acme/reused/echo", acme.key, { i }),
+        ),
+        // A caller cannot name the revision: its copy of the header is dropped.
+        send(g.url, "/v1/acme/reused/echo", {
+          body: { forged: true },
+          headers: { authorization: `Bearer ${acme.key}`, [UPSTREAM_REVISION_HEADER]: other.revisionId },
+        }),
+      ]);
+      expect(replies.map((r) => r.status)).toEqual(Array(7).fill(200));
+      expect(new Set(replies.map((r) => r.json().replica))).toEqual(new Set(["right"]));
+      await stranger.waitLog(
+        (l) => l.msg === "misrouted request refused" && l.expectedRevision === dep.revisionId,
+        "the stranger's refusal",
+      );
+      expect((await send(stranger.url, "/-/stats")).json()).toMatchObject({ inFlight: 0, total: 0 });
+      expect(staleSlot.draining).toBe(true);
+      await waitFor(() => lane.replicas.every((r) => r.id !== gone), "the reload the misroute asked for");
+      reused.open("reused");
+      expect((await held).json()).toMatchObject({ replica: "right" });
+    } finally {
+      await reused.stopAll();
     }
   });
 });

@@ -22,6 +22,11 @@ export const ERROR_CODES = {
   TIMEOUT: 504,
   ENV_UNSUPPORTED: 422,
   ENV_BUILD_FAILED: 422,
+  /**
+   * A replica refused, unprocessed, a request meant for another revision: the gateway's routing
+   * table was stale and the address now belongs to another replica. The gateway resends it.
+   */
+  MISROUTED: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

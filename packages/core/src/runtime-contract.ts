@@ -40,6 +40,16 @@ export const RUNTIME_PATHS = {
 /** Header carrying the request id through every hop (gateway, handles, logs). */
 export const REQUEST_ID_HEADER = "x-request-id";
 
+/**
+ * The revision id the gateway means to reach, set on every request it sends to a replica. A
+ * gateway with a stale routing table can send a request to an address (a reused local port or
+ * pod IP) that now belongs to another replica, possibly of another organisation; a runtime whose
+ * TESSERA_REVISION differs refuses it unprocessed with 503 MISROUTED and the gateway sends it
+ * elsewhere. A runtime started without a revision accepts every request. Not the client's pin
+ * header (`x-tessera-revision`): clients never set this one, the gateway strips their copies.
+ */
+export const UPSTREAM_REVISION_HEADER = "x-tessera-upstream-revision";
+
 /** What a driver knows about one replica, turned into the RUNTIME_ENV variables by `runtimeEnv`. */
 export interface RuntimeEnvInput {
   port: number;

@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runtimeEnv } from "@tessera/core";
+import { runtimeEnv, UPSTREAM_REVISION_HEADER } from "@tessera/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRayServeApp, planRayServeApplication, pythonReplicaCommand } from "../src/index.js";
 import { HandleGateway } from "./support/handle-gateway.js";
@@ -203,6 +203,19 @@ describe("ray serve: handles, batching, health and errors (fixtures)", () => {
       headers: { "content-type": "application/json" },
     });
     expect(bad.status).toBe(400);
+    // Handle calls go through the gateway too: one meant for another revision is refused before
+    // its (here malformed) body is read.
+    const misrouted = await send(r.url, "/-/call/predict", {
+      raw: "{",
+      headers: { "content-type": "application/json", [UPSTREAM_REVISION_HEADER]: "rev-2" },
+    });
+    expect(misrouted.status).toBe(503);
+    expect(misrouted.json().error.code).toBe("MISROUTED");
+    const meant = await send(r.url, "/-/call/predict", {
+      raw: "{",
+      headers: { "content-type": "application/json", [UPSTREAM_REVISION_HEADER]: "rev-1" },
+    });
+    expect(meant.status).toBe(400);
   });
 });
 

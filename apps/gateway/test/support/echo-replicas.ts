@@ -15,11 +15,17 @@ export {
   waitFor,
 } from "../../../../packages/runtime-python/test/support/replica-harness.js";
 
-/** Starts one real node-runtime replica of a bundle and waits until it is ready. */
+/**
+ * Starts one real node-runtime replica of a bundle and waits until it is ready. Without a
+ * `revision` the replica accepts requests meant for any revision: tests share one replica among
+ * deployments whose revision ids the database makes up later. With one, it refuses (MISROUTED)
+ * requests the gateway means for another revision.
+ */
 export async function startNodeReplica(
   bundle: NodeBundle,
   name: string,
   userConfig: Record<string, unknown> = {},
+  revision = "",
 ): Promise<TestReplica> {
   const launch = await nodeReplicaCommand({
     bundle,
@@ -29,7 +35,7 @@ export async function startNodeReplica(
       entry: bundle.entry,
       userConfig,
       deployment: "echo",
-      revision: "rev-1",
+      revision,
       replica: name,
       application: "app",
       maxBodyBytes: 50 * 1024 * 1024,
@@ -56,13 +62,14 @@ export class EchoReplicas {
     mkdirSync(this.gateDir);
   }
 
-  async start(name: string): Promise<TestReplica> {
+  /** `revision`: see startNodeReplica. */
+  async start(name: string, revision?: string): Promise<TestReplica> {
     this.bundle ??= buildNodeBundle({
       codeDir: join(import.meta.dirname, "..", "fixtures"),
       entry: "echo.ts:Echo",
       outDir: join(this.work, "bundle"),
     });
-    const replica = await startNodeReplica(await this.bundle, name, { gateDir: this.gateDir });
+    const replica = await startNodeReplica(await this.bundle, name, { gateDir: this.gateDir }, revision);
     this.started.push(replica);
     return replica;
   }

@@ -7,7 +7,13 @@ import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { ERROR_CODES, type ErrorCode, REQUEST_ID_HEADER, RUNTIME_PATHS } from "@tessera/core";
+import {
+  ERROR_CODES,
+  type ErrorCode,
+  REQUEST_ID_HEADER,
+  RUNTIME_PATHS,
+  UPSTREAM_REVISION_HEADER,
+} from "@tessera/core";
 import { HttpError, handles, Response, type TesseraRequest } from "../api.js";
 import { callContextStore } from "../call-context.js";
 import { createLog, type Log } from "./log.js";
@@ -119,6 +125,18 @@ class Replica {
         ...(res.writableFinished ? {} : { aborted: true }),
       });
     });
+    const expected = req.headers[UPSTREAM_REVISION_HEADER];
+    if (expected !== undefined && this.settings.revision && expected !== this.settings.revision) {
+      // A stale gateway reached an address that now serves another revision (maybe another
+      // tenant's): refuse unread and unrun, so the gateway resends it elsewhere.
+      this.log.warn("misrouted request refused", {
+        requestId,
+        path: url.pathname,
+        expectedRevision: expected,
+      });
+      const message = "this replica serves another revision than the one requested";
+      return this.sendError(req, res, "MISROUTED", message, undefined, true);
+    }
     if (this.draining) return this.sendError(req, res, "DRAINING", "replica is draining", undefined, true);
     if (!this.instance) return this.sendError(req, res, "OVERLOADED", "replica is starting", undefined, true);
     this.inFlight++;

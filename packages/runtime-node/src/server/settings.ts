@@ -9,6 +9,8 @@ export interface Settings {
   maxBodyBytes: number;
   exposeTracebacks: boolean;
   drainTimeoutS: number;
+  /** This replica's revision id; empty (a runtime started outside the platform) accepts every request. */
+  revision: string;
 }
 
 function intEnv(
@@ -56,5 +58,6 @@ export function loadSettings(env: NodeJS.ProcessEnv): Settings {
     maxBodyBytes: intEnv(env, RUNTIME_ENV.MAX_BODY_BYTES, 10 * 1024 * 1024, 0, 2 ** 40),
     exposeTracebacks: env[RUNTIME_ENV.EXPOSE_TRACEBACKS] === "1",
     drainTimeoutS,
+    revision: env[RUNTIME_ENV.REVISION] ?? "",
   };
 }

@@ -35,6 +35,7 @@ ERROR_STATUS = {
     "INTERNAL": 500,
     "OVERLOADED": 503,
     "DRAINING": 503,
+    "MISROUTED": 503,
 }
 REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
@@ -49,6 +50,8 @@ REASONS = {
 KEEP_ALIVE_S = 65
 MAX_HEADER_BYTES = 64 * 1024
 REQUEST_ID_HEADER = "x-request-id"
+# The revision the gateway means to reach (UPSTREAM_REVISION_HEADER in packages/core).
+UPSTREAM_REVISION_HEADER = "x-tessera-upstream-revision"
 _END = object()
 BINARY_TYPES = ("application/octet-stream", "multipart/", "image/", "audio/", "video/")
 
@@ -296,6 +299,17 @@ class Replica:
         status = 500
         keep = req.keep_alive
         try:
+            expected = req.headers.get(UPSTREAM_REVISION_HEADER)
+            if expected is not None and self.s.revision and expected != self.s.revision:
+                # A stale gateway reached an address that now serves another revision (maybe
+                # another tenant's): refuse unread and unrun, so the gateway resends it elsewhere.
+                keep = False
+                self.log.warn("misrouted request refused", requestId=request_id, path=req.path,
+                              expectedRevision=expected)
+                status = await self.send_error(writer, req, "MISROUTED",
+                                               "this replica serves another revision than the one requested",
+                                               request_id, True)
+                return False
             if self.draining:
                 keep = False
                 status = await self.send_error(writer, req, "DRAINING", "replica is draining", request_id, True)

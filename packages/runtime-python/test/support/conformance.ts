@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { Agent } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { UPSTREAM_REVISION_HEADER } from "@tessera/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   openStream,
@@ -179,6 +180,43 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
       } finally {
         agent.destroy();
       }
+    });
+
+    it("refuses, unrun, a request the gateway meant for another revision", async () => {
+      const r = await start();
+      const header = UPSTREAM_REVISION_HEADER;
+      const meant = await send(r.url, "/tick", { method: "POST", headers: { [header]: "rev-1" } });
+      expect(meant.status).toBe(200);
+      expect(meant.json()).toEqual({ ticks: 1 });
+      const misrouted = await send(r.url, "/tick", {
+        body: { payload: "x".repeat(1000) },
+        headers: { [header]: "rev-of-another-replica", "x-request-id": "misrouted-1" },
+      });
+      expect(misrouted.status).toBe(503);
+      expect(misrouted.json().error.code).toBe("MISROUTED");
+      expect(misrouted.headers.connection).toBe("close");
+      const line = await r.waitLog(
+        (l) => l.requestId === "misrouted-1" && l.level === "warn",
+        "the misroute warning",
+      );
+      expect(line).toMatchObject({ expectedRevision: "rev-of-another-replica", revision: "rev-1" });
+      // Runtime endpoints answer whatever the header says.
+      expect((await send(r.url, "/-/ready", { headers: { [header]: "rev-2" } })).status).toBe(200);
+      const unnamed = await send(r.url, "/tick", { method: "POST" });
+      expect(unnamed.json()).toEqual({ ticks: 2 });
+      expect((await send(r.url, "/-/stats")).json()).toMatchObject({ total: 2 });
+      await r.stop();
+    });
+
+    it("accepts every revision when started without one", async () => {
+      const r = await start("Probe", { TESSERA_REVISION: "" });
+      const any = await send(r.url, "/tick", {
+        method: "POST",
+        headers: { [UPSTREAM_REVISION_HEADER]: "rev-9" },
+      });
+      expect(any.status).toBe(200);
+      expect(any.json()).toEqual({ ticks: 1 });
+      await r.stop();
     });
 
     it("refuses bodies over TESSERA_MAX_BODY_BYTES, declared or chunked", async () => {
