@@ -1,3 +1,6 @@
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createCaller, createSession, signUp } from "@tessera/api";
 import type { ClusterDriver } from "@tessera/cluster";
 import { redisKeys } from "@tessera/core";
@@ -95,25 +98,55 @@ export async function createTestPlatform(
   };
 }
 
-/** Polls `probe` until it returns something truthy; fails after `ms` naming what it waited for. */
+const PORT_RANGE_SIZE = 250;
+const PORT_RANGES = 40; // 20000-29999
+let claimedPortRange: { portRangeFrom: number; portRangeTo: number } | undefined;
+
 /**
- * Replica ports for the local drivers of this test worker. Drivers share out ports only within one
- * data directory, and vitest runs test files side by side: with a range of its own per worker, one
- * file's gateway can never reach another file's replica (or its port check) through a stale
- * routing table. Outside vitest (the benchmarks) a random range above the workers' ones.
+ * Replica ports of this test process's local drivers, claimed machine-wide. Drivers share out
+ * ports only within one data directory, and test files run side by side (and whole test runs may
+ * too): with a range of its own, one file's gateway can never reach another file's replica (or its
+ * port check) through a stale routing table. A claim is a file naming the claiming pid; a dead
+ * pid's claim is taken over.
  */
-function workerPortRange(): { portRangeFrom: number; portRangeTo: number } {
-  const pool = Number(process.env.VITEST_POOL_ID);
-  const index = Number.isInteger(pool) && pool > 0 ? (pool - 1) % 16 : 16 + Math.floor(Math.random() * 32);
-  const portRangeFrom = 20_000 + index * 250;
-  return { portRangeFrom, portRangeTo: portRangeFrom + 249 };
+function claimTestPortRange(): { portRangeFrom: number; portRangeTo: number } {
+  if (claimedPortRange) return claimedPortRange;
+  const dir = join(tmpdir(), "tessera-test-port-ranges");
+  mkdirSync(dir, { recursive: true });
+  for (let i = 0; i < PORT_RANGES; i++) {
+    const file = join(dir, String(i));
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        writeFileSync(file, String(process.pid), { flag: "wx" });
+        const portRangeFrom = 20_000 + i * PORT_RANGE_SIZE;
+        claimedPortRange = { portRangeFrom, portRangeTo: portRangeFrom + PORT_RANGE_SIZE - 1 };
+        return claimedPortRange;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+        const owner = Number(readFileSync(file, "utf8"));
+        if (owner === process.pid || isAlive(owner)) break;
+        rmSync(file, { force: true });
+      }
+    }
+  }
+  throw new Error(`all ${PORT_RANGES} test port ranges are claimed by running processes (see ${dir})`);
+}
+
+function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 /** `driverConfig` of a test's LocalDriver: the worker's ports, quick restarts, short drains. */
 export function localDriverTestConfig(dataDir: string, overrides: Record<string, unknown> = {}) {
   return {
     dataDir,
-    ...workerPortRange(),
+    ...claimTestPortRange(),
     restartBackoffMs: 100,
     maxQuickCrashes: 2,
     drainTimeoutS: 2,
@@ -121,6 +154,7 @@ export function localDriverTestConfig(dataDir: string, overrides: Record<string,
   };
 }
 
+/** Polls `probe` until it returns something truthy; fails after `ms` naming what it waited for. */
 export async function waitFor<T>(
   what: string,
   probe: () => Promise<T | undefined | null | false> | T | undefined | null | false,
