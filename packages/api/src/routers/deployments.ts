@@ -7,6 +7,7 @@ import {
   deploymentConfig,
   environmentHash,
   initialReplicaCount,
+  type JobQueue,
   normaliseEnvironmentSpec,
   scalingConfig,
   slug,
@@ -25,6 +26,7 @@ import {
 } from "@tessera/db";
 import { and, asc, desc, eq, gt, inArray, isNull, type SQL, sql } from "drizzle-orm";
 import { z } from "zod";
+import type { AuditDraft } from "../context.js";
 import { apiError, issueFieldErrors, isUniqueViolation } from "../errors.js";
 import { orgProcedure, router } from "../trpc.js";
 import { enforceDeployPlan, enforceScalePlan, planTransaction } from "./billing.js";
@@ -77,6 +79,22 @@ export function deployRequest(
     resources: c.resources,
     replicas: planReplicas(dep ? (redeployScaling(c, dep.targetReplicas) ?? dep) : initialScaling(c)),
   };
+}
+
+/** Queues the rollout of a just-committed revision and names it in the call's audit entry. */
+export async function enqueueRollout<D extends { id: string }, R extends { id: string; version: number }>(
+  ctx: { jobs: JobQueue; org: { id: string }; audit: AuditDraft },
+  committed: { deployment: D; revision: R },
+  details: Record<string, unknown> = {},
+): Promise<{ deployment: D; revision: R; jobId: string }> {
+  const { deployment, revision } = committed;
+  const { jobId } = await ctx.jobs.enqueue(
+    { kind: "deployRevision", revisionId: revision.id },
+    { orgId: ctx.org.id },
+  );
+  ctx.audit.targetId = deployment.id;
+  ctx.audit.details = { revisionId: revision.id, version: revision.version, ...details, jobId };
+  return { deployment, revision, jobId };
 }
 
 /** Keep the current replica count where the new scaling allows it, so a redeploy does not jolt traffic. */
@@ -389,19 +407,7 @@ export const deploymentsRouter = router({
         if (isUniqueViolation(err)) throw versionConflict(1, input.prevVersion);
         throw err;
       }
-      const { jobId } = await ctx.jobs.enqueue(
-        { kind: "deployRevision", revisionId: result.revision.id },
-        { orgId: ctx.org.id },
-      );
-      ctx.audit.targetId = result.deployment.id;
-      ctx.audit.details = {
-        revisionId: result.revision.id,
-        version: result.revision.version,
-        envHash,
-        created: result.created,
-        jobId,
-      };
-      return { deployment: result.deployment, revision: result.revision, jobId };
+      return enqueueRollout(ctx, result, { envHash, created: result.created });
     }),
 
   /** A new revision carrying an older revision's config and code (history stays append-only). */
@@ -435,18 +441,7 @@ export const deploymentsRouter = router({
         });
         return { ...out, fromVersion: old.version };
       });
-      const { jobId } = await ctx.jobs.enqueue(
-        { kind: "deployRevision", revisionId: result.revision.id },
-        { orgId: ctx.org.id },
-      );
-      ctx.audit.targetId = result.deployment.id;
-      ctx.audit.details = {
-        revisionId: result.revision.id,
-        version: result.revision.version,
-        fromVersion: result.fromVersion,
-        jobId,
-      };
-      return { deployment: result.deployment, revision: result.revision, jobId };
+      return enqueueRollout(ctx, result, { fromVersion: result.fromVersion });
     }),
 
   /** Replica count or autoscaling bounds, without a new revision. */

@@ -9,6 +9,7 @@ import { orgProcedure, router } from "../trpc.js";
 import { enforceDeployPlan, planTransaction } from "./billing.js";
 import {
   clusterQuota,
+  enqueueRollout,
   ensureEnvironment,
   findDeployment,
   lockDeployment,
@@ -252,14 +253,9 @@ export const trafficRouter = router({
           .returning();
         return { deployment: updated!, revision: canary };
       });
-      const { jobId } = await ctx.jobs.enqueue(
-        { kind: "deployRevision", revisionId: result.revision.id },
-        { orgId: ctx.org.id },
-      );
+      const rollout = await enqueueRollout(ctx, result);
       await ctx.notify({ kind: "routingChanged", deploymentId: result.deployment.id });
-      ctx.audit.targetId = result.deployment.id;
-      ctx.audit.details = { revisionId: result.revision.id, version: result.revision.version, jobId };
-      return { deployment: result.deployment, revision: result.revision, jobId };
+      return rollout;
     }),
 
   /** Drops the canary: all traffic back to the live revision, the canary revision marked rolled back. */
