@@ -105,7 +105,7 @@ let networkIsolation: boolean | undefined;
 
 /**
  * Whether inspections run in a network namespace of their own (`unshare --net`: only a loopback
- * that is down). Needs `unshare` and root or user namespaces; probed once per process.
+ * that is down). Needs `unshare` and CAP_SYS_ADMIN (root); probed once per process.
  */
 export function networkIsolationAvailable(): boolean {
   networkIsolation ??=
