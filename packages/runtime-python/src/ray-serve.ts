@@ -101,6 +101,9 @@ const MAX_OUTPUT_BYTES = 8 * 1024 * 1024;
 // a process that left the group (setsid) may still hold them open.
 const PIPE_DRAIN_MS = 2000;
 
+// (uid_t)-1 means "unchanged" to setuid(2) and chown(2): never a user to run as.
+const MAX_ID = 0xffff_ffff;
+
 let networkIsolation: boolean | undefined;
 
 /**
@@ -122,7 +125,9 @@ async function executable(command: string, path: string): Promise<string | undef
     try {
       await access(candidate, constants.X_OK);
       if ((await stat(candidate)).isFile()) return candidate;
-    } catch {}
+    } catch {
+      // not there or not executable: the next PATH entry may be
+    }
   }
   return undefined;
 }
@@ -154,6 +159,11 @@ async function handOver(codeDir: string, uid: number, gid: number): Promise<void
 async function inspectingUser(opts: InspectOptions): Promise<{ uid: number; gid: number } | undefined> {
   if (opts.uid === undefined) return undefined;
   const user = { uid: opts.uid, gid: opts.gid ?? opts.uid };
+  if (![user.uid, user.gid].every((id) => Number.isInteger(id) && id >= 0 && id < MAX_ID))
+    throw new RayServeInspectError(
+      "INSPECTOR_UNAVAILABLE",
+      `uid ${user.uid} / gid ${user.gid} is not a valid id`,
+    );
   const self = process.getuid?.();
   if (self === user.uid) return undefined;
   if (self !== 0)
@@ -182,8 +192,9 @@ function killGroup(pid: number | undefined): void {
   if (pid === undefined) return;
   try {
     process.kill(-pid, "SIGKILL");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+  } catch {
+    // ESRCH: the group is gone already. EPERM: all that is left runs as another user (a setuid
+    // program) this process may not signal. Called from event handlers: throwing would crash it.
   }
 }
 

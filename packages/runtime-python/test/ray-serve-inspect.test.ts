@@ -317,6 +317,16 @@ describe("inspectRayServeApp confinement", () => {
     }
   });
 
+  it("refuses a user id that is none", async () => {
+    for (const uid of [-1, 1.5, 0xffff_ffff]) {
+      const err = await refusal(
+        inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "slow:app", uid }),
+      );
+      expect(err.details).toMatchObject({ reason: "INSPECTOR_UNAVAILABLE" });
+      expect(err.message).toContain("is not a valid id");
+    }
+  });
+
   it.skipIf(process.getuid?.() !== 0)("imports as the configured unprivileged user", async () => {
     const nobody = 65534;
     const dir = await codeDir('import os\nraise RuntimeError("ids %d:%d" % (os.getuid(), os.getgid()))\n');
