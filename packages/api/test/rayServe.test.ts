@@ -39,6 +39,7 @@ let env: TestEnv;
 let u: TestUser;
 let orgId: string;
 let applicationId: string;
+let clusterId: string;
 
 beforeAll(async () => {
   env = await createTestEnv("apiray");
@@ -49,11 +50,24 @@ beforeAll(async () => {
     name: "main",
     quota: { cpus: 8, memoryMb: 8192, gpus: 1, maxReplicas: 10 },
   });
-  applicationId = (await u.api.applications.create({ orgId, clusterId: c.cluster.id, name: "graph" })).id;
+  clusterId = c.cluster.id;
+  applicationId = (await u.api.applications.create({ orgId, clusterId, name: "graph" })).id;
 });
 afterAll(async () => {
   await env?.tdb.drop();
 });
+
+/** Runs `fn` while the environment variable `name` is `value`. */
+async function withEnv<T>(name: string, value: string, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env[name];
+  process.env[name] = value;
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) delete process.env[name];
+    else process.env[name] = saved;
+  }
+}
 
 const versions = async (appId: string) =>
   Object.fromEntries(
@@ -252,17 +266,34 @@ describe("rayServe.deploy", () => {
   });
 
   it("says so when the platform has no python to inspect with", async () => {
-    const python = process.env.TESSERA_RAY_INSPECT_PYTHON;
-    process.env.TESSERA_RAY_INSPECT_PYTHON = "/nonexistent/python3";
-    try {
-      const refused = await failure(
-        u.api.rayServe.deploy({ orgId, applicationId, entry: "graph:app", code: composition }),
-      );
-      expect(refused.code).toBe("ENV_UNSUPPORTED");
-      expect(refused.message).toContain("TESSERA_RAY_INSPECT_PYTHON");
-    } finally {
-      process.env.TESSERA_RAY_INSPECT_PYTHON = python;
-    }
+    const refused = await withEnv("TESSERA_RAY_INSPECT_PYTHON", "/nonexistent/python3", () =>
+      failure(u.api.rayServe.deploy({ orgId, applicationId, entry: "graph:app", code: composition })),
+    );
+    expect(refused.code).toBe("ENV_UNSUPPORTED");
+    expect(refused.message).toContain("TESSERA_RAY_INSPECT_PYTHON");
+  });
+
+  it("refuses deploys while the inspecting user is misconfigured, rather than importing as root", async () => {
+    const refused = await withEnv("TESSERA_RAY_INSPECT_UID", "nobody", () =>
+      failure(u.api.rayServe.deploy({ orgId, applicationId, entry: "graph:app", code: composition })),
+    );
+    expect(refused.code).toBe("ENV_UNSUPPORTED");
+    expect(refused.message).toContain("TESSERA_RAY_INSPECT_UID must be uid or uid:gid");
+  });
+
+  it.skipIf(process.getuid?.() !== 0)("imports as TESSERA_RAY_INSPECT_UID when set", async () => {
+    const other = (await u.api.applications.create({ orgId, clusterId: clusterId, name: "as-nobody" })).id;
+    const whoami = {
+      files: { "who.py": 'import os\nraise RuntimeError("uid %d" % os.getuid())\n' },
+    };
+    const refused = await withEnv("TESSERA_RAY_INSPECT_UID", "65534", () =>
+      failure(u.api.rayServe.deploy({ orgId, applicationId: other, entry: "who:app", code: whoami })),
+    );
+    expect(refused.fieldErrors!.entry).toContain("RuntimeError: uid 65534");
+    const out = await withEnv("TESSERA_RAY_INSPECT_UID", "65534:65534", () =>
+      u.api.rayServe.deploy({ orgId, applicationId: other, entry: "graph:app", code: composition }),
+    );
+    expect(out.deployments).toHaveLength(4);
   });
 
   it("needs the admin role", async () => {

@@ -1,5 +1,7 @@
-import { spawn } from "node:child_process";
-import { delimiter } from "node:path";
+import { spawn, spawnSync } from "node:child_process";
+import { constants } from "node:fs";
+import { access, lchown, readdir, stat } from "node:fs/promises";
+import { delimiter, dirname, join, resolve as resolvePath, sep } from "node:path";
 import {
   type condaSpec,
   type DeploymentConfig,
@@ -85,21 +87,152 @@ export interface InspectOptions {
   timeoutMs?: number;
   /** Address-space limit of the importing process (default 4096; 0: none). */
   memoryLimitMb?: number;
+  /**
+   * Runs the import as this user (needs root): `codeDir` is handed to it (chowned), and the python
+   * runtime package must be readable by it.
+   */
+  uid?: number;
+  /** Group of the importing process when `uid` is set (default: `uid`). */
+  gid?: number;
 }
 
 const MAX_OUTPUT_BYTES = 8 * 1024 * 1024;
+// Bounds the wait for the output pipes once the inspector exited and its process group was killed:
+// a process that left the group (setsid) may still hold them open.
+const PIPE_DRAIN_MS = 2000;
+
+// (uid_t)-1 means "unchanged" to setuid(2) and chown(2): never a user to run as.
+const MAX_ID = 0xffff_ffff;
+
+let networkIsolation: boolean | undefined;
 
 /**
- * Imports the application in a child python (environment: PATH, HOME and PYTHONPATH only, so no
- * platform secret reaches tenant code) and returns its deployments.
+ * Whether inspections run in a network namespace of their own (`unshare --net`: only a loopback
+ * that is down). Needs `unshare` and CAP_SYS_ADMIN (root); probed once per process.
  */
-export function inspectRayServeApp(opts: InspectOptions): Promise<RayServeApp> {
+export function networkIsolationAvailable(): boolean {
+  networkIsolation ??=
+    spawnSync("unshare", ["-n", "true"], { stdio: "ignore", timeout: 10_000 }).status === 0;
+  return networkIsolation;
+}
+
+/** The interpreter's path, resolved here so a missing one is told apart from a failing import. */
+async function executable(command: string, path: string): Promise<string | undefined> {
+  const candidates = command.includes(sep)
+    ? [command]
+    : path.split(delimiter).map((d) => join(d || ".", command));
+  for (const candidate of candidates) {
+    try {
+      await access(candidate, constants.X_OK);
+      if ((await stat(candidate)).isFile()) return candidate;
+    } catch {
+      // not there or not executable: the next PATH entry may be
+    }
+  }
+  return undefined;
+}
+
+/** Whether `uid`/`gid` may read `dir` and reach it from `/` (mode bits; ACLs are not consulted). */
+async function readableBy(dir: string, uid: number, gid: number): Promise<boolean> {
+  const allows = (mode: number, owner: number, group: number, bits: number) => {
+    const shift = owner === uid ? 6 : group === gid ? 3 : 0;
+    return ((mode >> shift) & bits) === bits;
+  };
+  let current = resolvePath(dir);
+  for (let needed = 0o5; ; needed = 0o1) {
+    const st = await stat(current);
+    if (!allows(st.mode, st.uid, st.gid, needed)) return false;
+    const parent = dirname(current);
+    if (parent === current) return true;
+    current = parent;
+  }
+}
+
+/** Hands the code directory to the inspecting user (links themselves, never their targets). */
+async function handOver(codeDir: string, uid: number, gid: number): Promise<void> {
+  await lchown(codeDir, uid, gid);
+  for (const entry of await readdir(codeDir, { recursive: true }))
+    await lchown(join(codeDir, entry), uid, gid);
+}
+
+/** Checks and prepares the inspecting user; undefined: the import runs as this process's user. */
+async function inspectingUser(opts: InspectOptions): Promise<{ uid: number; gid: number } | undefined> {
+  if (opts.uid === undefined) return undefined;
+  const user = { uid: opts.uid, gid: opts.gid ?? opts.uid };
+  if (![user.uid, user.gid].every((id) => Number.isInteger(id) && id >= 0 && id < MAX_ID))
+    throw new RayServeInspectError(
+      "INSPECTOR_UNAVAILABLE",
+      `uid ${user.uid} / gid ${user.gid} is not a valid id`,
+    );
+  const self = process.getuid?.();
+  if (self === user.uid) return undefined;
+  if (self !== 0)
+    throw new RayServeInspectError(
+      "INSPECTOR_UNAVAILABLE",
+      `running the import as uid ${user.uid} needs root`,
+    );
+  if (!(await readableBy(PYTHON_RUNTIME_DIR, user.uid, user.gid)))
+    throw new RayServeInspectError(
+      "INSPECTOR_UNAVAILABLE",
+      `the python runtime ${PYTHON_RUNTIME_DIR} is not readable by uid ${user.uid}`,
+    );
+  try {
+    await handOver(opts.codeDir, user.uid, user.gid);
+  } catch (err) {
+    throw new RayServeInspectError(
+      "INSPECTOR_UNAVAILABLE",
+      `cannot hand ${opts.codeDir} to uid ${user.uid}: ${(err as Error).message}`,
+    );
+  }
+  return user;
+}
+
+/** SIGKILLs the inspector's whole process group: whatever tenant code started dies with it. */
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // ESRCH: the group is gone already. EPERM: all that is left runs as another user (a setuid
+    // program) this process may not signal. Called from event handlers: throwing would crash it.
+  }
+}
+
+/**
+ * Imports the application in a child python and returns its deployments. The import is confined:
+ * environment PATH, HOME and PYTHONPATH only (no platform secret reaches tenant code), a process
+ * group of its own that is killed once it exits or times out (nothing it starts outlives it), a
+ * network namespace without network where the host allows it (`networkIsolationAvailable`), an
+ * optional unprivileged `uid`, and python's own CPU and address-space rlimits.
+ */
+export async function inspectRayServeApp(opts: InspectOptions): Promise<RayServeApp> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
+  const path = process.env.PATH ?? "/usr/bin:/bin";
+  const python = await executable(opts.python, path);
+  if (!python)
+    throw new RayServeInspectError("INSPECTOR_UNAVAILABLE", `cannot run ${opts.python}: not found`);
+  const user = await inspectingUser(opts);
+  const inspect = [python, "-m", "tessera.ray_serve.inspect", opts.entry];
+  // unshare switches user itself: it must still be root when it creates the namespace.
+  const [command, args, spawnUser] = networkIsolationAvailable()
+    ? [
+        "unshare",
+        [
+          "--net",
+          ...(user ? ["--setgid", String(user.gid), "--setuid", String(user.uid)] : []),
+          "--",
+          ...inspect,
+        ],
+        {},
+      ]
+    : [python, inspect.slice(1), user ?? {}];
   return new Promise((resolve, reject) => {
-    const child = spawn(opts.python, ["-m", "tessera.ray_serve.inspect", opts.entry], {
+    const child = spawn(command, args, {
+      ...spawnUser,
       cwd: opts.codeDir,
+      detached: true,
       env: {
-        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        PATH: path,
         HOME: opts.codeDir,
         PYTHONPATH: [PYTHON_RUNTIME_DIR, opts.codeDir].join(delimiter),
         PYTHONDONTWRITEBYTECODE: "1",
@@ -112,28 +245,44 @@ export function inspectRayServeApp(opts: InspectOptions): Promise<RayServeApp> {
     let stdout = "";
     let stderr = "";
     let size = 0;
+    let stopped: "timeout" | "output" | undefined;
+    const stop = (why: "timeout" | "output") => {
+      stopped ??= why;
+      killGroup(child.pid);
+    };
     const take = (chunk: Buffer, into: "out" | "err") => {
       size += chunk.length;
-      if (size > MAX_OUTPUT_BYTES) child.kill("SIGKILL");
+      if (size > MAX_OUTPUT_BYTES) stop("output");
       else if (into === "out") stdout += chunk.toString("utf8");
       else stderr = (stderr + chunk.toString("utf8")).slice(-8192);
     };
     child.stdout.on("data", (c: Buffer) => take(c, "out"));
     child.stderr.on("data", (c: Buffer) => take(c, "err"));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const timer = setTimeout(() => stop("timeout"), timeoutMs);
     child.on("error", (err) => {
       clearTimeout(timer);
+      killGroup(child.pid);
       reject(new RayServeInspectError("INSPECTOR_UNAVAILABLE", `cannot run ${opts.python}: ${err.message}`));
+    });
+    child.on("exit", () => {
+      clearTimeout(timer);
+      killGroup(child.pid);
+      setTimeout(() => {
+        child.stdout.destroy();
+        child.stderr.destroy();
+      }, PIPE_DRAIN_MS).unref();
     });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
-      if (signal)
+      if (stopped || signal)
         return reject(
           new RayServeInspectError(
             "INSPECT_FAILED",
-            size > MAX_OUTPUT_BYTES
+            stopped === "output"
               ? "importing the application printed too much output"
-              : `importing the application did not finish within ${timeoutMs / 1000} s`,
+              : stopped === "timeout"
+                ? `importing the application did not finish within ${timeoutMs / 1000} s`
+                : `the inspector was killed by ${signal}`,
             { stderr },
           ),
         );

@@ -1,7 +1,16 @@
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
-import { inspectRayServeApp, planRayServeApplication, RayServeInspectError } from "../src/index.js";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  inspectRayServeApp,
+  networkIsolationAvailable,
+  planRayServeApplication,
+  RayServeInspectError,
+} from "../src/index.js";
 
 const PYTHON = execFileSync(process.env.TESSERA_TEST_RAY_PYTHON ?? "/usr/bin/python3", [
   "-c",
@@ -187,5 +196,144 @@ describe("inspectRayServeApp", () => {
     );
     expect(err.details).toMatchObject({ reason: "INSPECT_FAILED" });
     expect(err.message).toContain("did not finish");
+  });
+});
+
+describe("inspectRayServeApp confinement", () => {
+  const dirs: string[] = [];
+  const started: number[] = [];
+  afterEach(async () => {
+    // A failed expectation must not leave the forked sleeps behind.
+    for (const pid of started.splice(0)) if (!gone(pid)) process.kill(pid, "SIGKILL");
+    for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+  });
+
+  async function tempDir(): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), "tessera-inspect-test-"));
+    dirs.push(dir);
+    return dir;
+  }
+
+  /** A code dir holding `probe.py` with `source`. */
+  async function codeDir(source: string): Promise<string> {
+    const dir = await tempDir();
+    await writeFile(join(dir, "probe.py"), source);
+    return dir;
+  }
+
+  /** Dead, or a zombie nobody reaps yet (this machine's pid 1 may not). */
+  function gone(pid: number): boolean {
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ESRCH") return true;
+      throw err;
+    }
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      return /^[ZX]$/.test(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3));
+    } catch {
+      return true;
+    }
+  }
+
+  /** Module source that starts `sleep 300` and records its pid in `pidFile`, then runs `rest`. */
+  function forking(pidFile: string, rest: string): string {
+    return [
+      "import os, subprocess, time",
+      "from ray import serve",
+      'child = subprocess.Popen(["sleep", "300"])',
+      `with open(${JSON.stringify(`${pidFile}.tmp`)}, "w") as f:`,
+      "    f.write(str(child.pid))",
+      `os.rename(${JSON.stringify(`${pidFile}.tmp`)}, ${JSON.stringify(pidFile)})`,
+      rest,
+    ].join("\n");
+  }
+
+  async function startedPid(pidFile: string): Promise<number> {
+    const pid = Number(await readFile(pidFile, "utf8"));
+    expect(pid).toBeGreaterThan(1);
+    started.push(pid);
+    return pid;
+  }
+
+  it("kills what the module started once the import finished", async () => {
+    const pidFile = join(await tempDir(), "child.pid");
+    const dir = await codeDir(
+      forking(
+        pidFile,
+        [
+          "@serve.deployment",
+          "class Lingering:",
+          "    def __call__(self, request):",
+          '        return "ok"',
+          "app = Lingering.bind()",
+        ].join("\n"),
+      ),
+    );
+    const app = await inspectRayServeApp({ python: PYTHON, codeDir: dir, entry: "probe:app" });
+    expect(app.ingress).toBe("Lingering");
+    const pid = await startedPid(pidFile);
+    await expect.poll(() => gone(pid), { timeout: 10_000, interval: 20 }).toBe(true);
+  });
+
+  it("kills what the module started when the import times out", async () => {
+    const pidFile = join(await tempDir(), "child.pid");
+    const dir = await codeDir(forking(pidFile, "time.sleep(600)"));
+    const err = await refusal(
+      inspectRayServeApp({ python: PYTHON, codeDir: dir, entry: "probe:app", timeoutMs: 5000 }),
+    );
+    expect(err.message).toContain("did not finish");
+    const pid = await startedPid(pidFile);
+    await expect.poll(() => gone(pid), { timeout: 10_000, interval: 20 }).toBe(true);
+  });
+
+  it.skipIf(!networkIsolationAvailable())("gives tenant code no network", async () => {
+    let connections = 0;
+    const server = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (server.address() as { port: number }).port;
+      const dir = await codeDir(
+        [
+          "import socket",
+          "try:",
+          `    socket.create_connection(("127.0.0.1", ${port}), timeout=2).close()`,
+          '    outcome = "connected"',
+          "except OSError as e:",
+          '    outcome = "failed: %s" % e',
+          'raise RuntimeError("network " + outcome)',
+        ].join("\n"),
+      );
+      const err = await refusal(inspectRayServeApp({ python: PYTHON, codeDir: dir, entry: "probe:app" }));
+      expect(err.details).toMatchObject({ reason: "IMPORT_FAILED" });
+      expect(err.message).toContain("network failed: ");
+      expect(connections).toBe(0);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it("refuses a user id that is none", async () => {
+    for (const uid of [-1, 1.5, 0xffff_ffff]) {
+      const err = await refusal(
+        inspectRayServeApp({ python: PYTHON, codeDir: CASES, entry: "slow:app", uid }),
+      );
+      expect(err.details).toMatchObject({ reason: "INSPECTOR_UNAVAILABLE" });
+      expect(err.message).toContain("is not a valid id");
+    }
+  });
+
+  it.skipIf(process.getuid?.() !== 0)("imports as the configured unprivileged user", async () => {
+    const nobody = 65534;
+    const dir = await codeDir('import os\nraise RuntimeError("ids %d:%d" % (os.getuid(), os.getgid()))\n');
+    const err = await refusal(
+      inspectRayServeApp({ python: PYTHON, codeDir: dir, entry: "probe:app", uid: nobody }),
+    );
+    expect(err.details).toMatchObject({ reason: "IMPORT_FAILED" });
+    expect(err.message).toContain(`ids ${nobody}:${nobody}`);
   });
 });

@@ -35,6 +35,21 @@ import {
  * `TESSERA_RAY_INSPECT_MEMORY_MB` raises its 4096 MB address-space limit, e.g. for torch).
  */
 export const RAY_INSPECT_PYTHON_ENV = "TESSERA_RAY_INSPECT_PYTHON";
+/** `uid` or `uid:gid`: the unprivileged user the import runs as (the API must run as root). */
+export const RAY_INSPECT_UID_ENV = "TESSERA_RAY_INSPECT_UID";
+
+/** The configured inspecting user; a malformed setting refuses deploys rather than running as root. */
+function inspectingUser(): { uid?: number; gid?: number } {
+  const raw = process.env[RAY_INSPECT_UID_ENV]?.trim();
+  if (!raw) return {};
+  const match = /^(\d+)(?::(\d+))?$/.exec(raw);
+  if (!match)
+    throw apiError(
+      "ENV_UNSUPPORTED",
+      `Ray Serve deploys are not available on this platform: ${RAY_INSPECT_UID_ENV} must be uid or uid:gid, got ${JSON.stringify(raw)}`,
+    );
+  return { uid: Number(match[1]), gid: match[2] === undefined ? undefined : Number(match[2]) };
+}
 
 const deployInput = z.object({
   applicationId: z.uuid(),
@@ -65,6 +80,7 @@ async function planFromCode(
   entry: string,
   environment: z.infer<typeof environmentSpec> | undefined,
 ): Promise<RayServePlan> {
+  const user = inspectingUser();
   const dir = await unpack(code);
   try {
     const app = await inspectRayServeApp({
@@ -72,6 +88,7 @@ async function planFromCode(
       codeDir: dir,
       entry,
       memoryLimitMb: Number(process.env.TESSERA_RAY_INSPECT_MEMORY_MB) || undefined,
+      ...user,
     });
     return planRayServeApplication(app, { entry, environment });
   } catch (err) {
@@ -79,7 +96,7 @@ async function planFromCode(
     if ((err.details as { reason?: string }).reason === "INSPECTOR_UNAVAILABLE")
       throw apiError(
         "ENV_UNSUPPORTED",
-        `Ray Serve deploys are not available on this platform: ${err.message} (set ${RAY_INSPECT_PYTHON_ENV})`,
+        `Ray Serve deploys are not available on this platform: ${err.message} (see ${RAY_INSPECT_PYTHON_ENV}, ${RAY_INSPECT_UID_ENV})`,
       );
     const details = err.details as {
       reason: string;
