@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { constants } from "node:fs";
 import { access, lchown, readdir, stat } from "node:fs/promises";
+import { constants as osConstants } from "node:os";
 import { delimiter, dirname, join, resolve as resolvePath, sep } from "node:path";
 import {
   type condaSpec,
@@ -98,7 +99,7 @@ export interface InspectOptions {
 
 const MAX_OUTPUT_BYTES = 8 * 1024 * 1024;
 // Bounds the wait for the output pipes once the inspector exited and its process group was killed:
-// a process that left the group (setsid) may still hold them open.
+// a process that left the group (setsid) may still hold them open where no PID namespace killed it.
 const PIPE_DRAIN_MS = 2000;
 
 // (uid_t)-1 means "unchanged" to setuid(2) and chown(2): never a user to run as.
@@ -111,9 +112,52 @@ let networkIsolation: boolean | undefined;
  * that is down). Needs `unshare` and CAP_SYS_ADMIN (root); probed once per process.
  */
 export function networkIsolationAvailable(): boolean {
-  networkIsolation ??=
-    spawnSync("unshare", ["-n", "true"], { stdio: "ignore", timeout: 10_000 }).status === 0;
+  networkIsolation ??= unshareWorks(["--net"]);
   return networkIsolation;
+}
+
+/** Whether `unshare` with these options runs a command here. */
+function unshareWorks(options: string[]): boolean {
+  return spawnSync("unshare", [...options, "true"], { stdio: "ignore", timeout: 10_000 }).status === 0;
+}
+
+let pidNamespace: string[] | null | undefined;
+
+/**
+ * The `unshare` options that put inspections in a PID namespace of their own, or null where the
+ * host cannot (needs CAP_SYS_ADMIN: root). The namespace's first process is its init: once it
+ * dies the kernel SIGKILLs everything else in it, whatever session or group tenant code moved to.
+ * `--mount-proc` (a /proc showing only the namespace) is dropped where mounting is refused.
+ */
+function pidNamespaceOptions(): string[] | null {
+  if (pidNamespace !== undefined) return pidNamespace;
+  const base = ["--pid", "--fork", "--kill-child"];
+  const withProc = [...base, "--mount-proc"];
+  pidNamespace = unshareWorks(withProc) ? withProc : unshareWorks(base) ? base : null;
+  return pidNamespace;
+}
+
+/**
+ * Whether inspections run in a PID namespace of their own (`unshare --pid --fork`), so that
+ * nothing tenant code starts survives the inspection, not even a process that called `setsid`.
+ * Without it the process-group kill is all there is. Probed once per process.
+ */
+export function pidIsolationAvailable(): boolean {
+  return pidNamespaceOptions() !== null;
+}
+
+// The namespace's init: a shell that waits for python, so python is an ordinary process (init
+// ignores its own default-action signals) and a python killed by signal N comes out as exit
+// 128+N (unshare 2.38 turns a child's SIGKILL into "exit 1" when it re-raises it). The shell's
+// own PWD is dropped: tenant code gets the environment inspectRayServeApp sets, nothing more.
+const NAMESPACE_INIT = ["/bin/sh", "-c", 'unset PWD; "$@"; exit $?', "tessera-inspect"];
+
+/** The signal behind a shell's 128+N exit status, if N is one. */
+function signalOfShellStatus(code: number | null): NodeJS.Signals | undefined {
+  if (code === null || code <= 128) return undefined;
+  return (Object.keys(osConstants.signals) as NodeJS.Signals[]).find(
+    (name) => osConstants.signals[name] === code - 128,
+  );
 }
 
 /** The interpreter's path, resolved here so a missing one is told apart from a failing import. */
@@ -201,9 +245,11 @@ function killGroup(pid: number | undefined): void {
 /**
  * Imports the application in a child python and returns its deployments. The import is confined:
  * environment PATH, HOME and PYTHONPATH only (no platform secret reaches tenant code), a process
- * group of its own that is killed once it exits or times out (nothing it starts outlives it), a
- * network namespace without network where the host allows it (`networkIsolationAvailable`), an
- * optional unprivileged `uid`, and python's own CPU and address-space rlimits.
+ * group of its own that is killed once it exits or times out, a PID namespace that dies with it
+ * where the host allows it (`pidIsolationAvailable`: then nothing it starts outlives it, even
+ * after `setsid`), a network namespace without network where the host allows it
+ * (`networkIsolationAvailable`), an optional unprivileged `uid`, and python's own CPU and
+ * address-space rlimits.
  */
 export async function inspectRayServeApp(opts: InspectOptions): Promise<RayServeApp> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
@@ -213,14 +259,19 @@ export async function inspectRayServeApp(opts: InspectOptions): Promise<RayServe
     throw new RayServeInspectError("INSPECTOR_UNAVAILABLE", `cannot run ${opts.python}: not found`);
   const user = await inspectingUser(opts);
   const inspect = [python, "-m", "tessera.ray_serve.inspect", opts.entry];
-  // unshare switches user itself: it must still be root when it creates the namespace.
-  const [command, args, spawnUser] = networkIsolationAvailable()
+  const pidOptions = pidNamespaceOptions();
+  const namespaces = [...(networkIsolationAvailable() ? ["--net"] : []), ...(pidOptions ?? [])];
+  // unshare switches user itself (in the forked child with --fork): it must still be root when it
+  // creates the namespaces. The group kill still reaches the namespace's init, which tenant code
+  // cannot move out of the group: --kill-child alone would not do, setuid clears the death signal.
+  const [command, args, spawnUser] = namespaces.length
     ? [
         "unshare",
         [
-          "--net",
+          ...namespaces,
           ...(user ? ["--setgid", String(user.gid), "--setuid", String(user.uid)] : []),
           "--",
+          ...(pidOptions ? NAMESPACE_INIT : []),
           ...inspect,
         ],
         {},
@@ -272,8 +323,9 @@ export async function inspectRayServeApp(opts: InspectOptions): Promise<RayServe
         child.stderr.destroy();
       }, PIPE_DRAIN_MS).unref();
     });
-    child.on("close", (code, signal) => {
+    child.on("close", (code, exitSignal) => {
       clearTimeout(timer);
+      const signal = exitSignal ?? (pidOptions ? signalOfShellStatus(code) : undefined);
       if (stopped || signal)
         return reject(
           new RayServeInspectError(

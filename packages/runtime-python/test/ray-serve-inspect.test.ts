@@ -1,6 +1,7 @@
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { randomInt } from "node:crypto";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   inspectRayServeApp,
   networkIsolationAvailable,
+  pidIsolationAvailable,
   planRayServeApplication,
   RayServeInspectError,
 } from "../src/index.js";
@@ -201,10 +203,17 @@ describe("inspectRayServeApp", () => {
 
 describe("inspectRayServeApp confinement", () => {
   const dirs: string[] = [];
-  const started: number[] = [];
+  const markers: string[] = [];
   afterEach(async () => {
-    // A failed expectation must not leave the forked sleeps behind.
-    for (const pid of started.splice(0)) if (!gone(pid)) process.kill(pid, "SIGKILL");
+    // A failed expectation must not leave the started sleeps behind.
+    for (const marker of markers.splice(0))
+      for (const pid of running(marker)) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // exited meanwhile
+        }
+      }
     for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
   });
 
@@ -221,71 +230,135 @@ describe("inspectRayServeApp confinement", () => {
     return dir;
   }
 
-  /** Dead, or a zombie nobody reaps yet (this machine's pid 1 may not). */
-  function gone(pid: number): boolean {
-    try {
-      process.kill(pid, 0);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ESRCH") return true;
-      throw err;
+  /**
+   * Host pids whose command line holds `marker`: found through /proc, since pids the module sees
+   * are its PID namespace's. Zombies have an empty command line, so they count as gone.
+   */
+  function running(marker: string): number[] {
+    const pids: number[] = [];
+    for (const entry of readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        if (readFileSync(`/proc/${entry}/cmdline`, "utf8").includes(marker)) pids.push(Number(entry));
+      } catch {
+        // exited while listed
+      }
     }
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      return /^[ZX]$/.test(stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3));
-    } catch {
-      return true;
-    }
+    return pids;
   }
 
-  /** Module source that starts `sleep 300` and records its pid in `pidFile`, then runs `rest`. */
-  function forking(pidFile: string, rest: string): string {
-    return [
-      "import os, subprocess, time",
-      "from ray import serve",
-      'child = subprocess.Popen(["sleep", "300"])',
-      `with open(${JSON.stringify(`${pidFile}.tmp`)}, "w") as f:`,
-      "    f.write(str(child.pid))",
-      `os.rename(${JSON.stringify(`${pidFile}.tmp`)}, ${JSON.stringify(pidFile)})`,
-      rest,
-    ].join("\n");
+  interface Probe {
+    dir: string;
+    /** In the `sleep` argument of the process the module starts: unique to this test. */
+    marker: string;
+    /** Written once that process started. */
+    startedFile: string;
   }
 
-  async function startedPid(pidFile: string): Promise<number> {
-    const pid = Number(await readFile(pidFile, "utf8"));
-    expect(pid).toBeGreaterThan(1);
-    started.push(pid);
-    return pid;
+  /**
+   * Module source that starts `sleep 300.<marker>` and records that it did (in the code dir, which
+   * an inspecting `uid` owns), then runs `rest`. With `newSession` the sleep gets a session of its
+   * own; with `leaveGroup` the importing python itself does first: both out of the inspector's
+   * process group.
+   */
+  async function forking(
+    rest: string,
+    { newSession, leaveGroup = false }: { newSession: boolean; leaveGroup?: boolean },
+  ): Promise<Probe> {
+    const marker = `300.${randomInt(2 ** 47)}`;
+    markers.push(marker);
+    const dir = await tempDir();
+    const startedFile = join(dir, "started");
+    await writeFile(
+      join(dir, "probe.py"),
+      [
+        "import os, subprocess, time",
+        ...(leaveGroup ? ["os.setsid()"] : []),
+        `subprocess.Popen(["sleep", ${JSON.stringify(marker)}], start_new_session=${newSession ? "True" : "False"})`,
+        `open(${JSON.stringify(startedFile)}, "w").close()`,
+        "from ray import serve",
+        rest,
+      ].join("\n"),
+    );
+    return { dir, marker, startedFile };
+  }
+
+  const deployable = [
+    "@serve.deployment",
+    "class Lingering:",
+    "    def __call__(self, request):",
+    '        return "ok"',
+    "app = Lingering.bind()",
+  ].join("\n");
+
+  async function expectAllGone(probe: Probe): Promise<void> {
+    expect(existsSync(probe.startedFile)).toBe(true);
+    await expect.poll(() => running(probe.marker), { timeout: 10_000, interval: 20 }).toEqual([]);
   }
 
   it("kills what the module started once the import finished", async () => {
-    const pidFile = join(await tempDir(), "child.pid");
-    const dir = await codeDir(
-      forking(
-        pidFile,
-        [
-          "@serve.deployment",
-          "class Lingering:",
-          "    def __call__(self, request):",
-          '        return "ok"',
-          "app = Lingering.bind()",
-        ].join("\n"),
-      ),
-    );
-    const app = await inspectRayServeApp({ python: PYTHON, codeDir: dir, entry: "probe:app" });
+    const probe = await forking(deployable, { newSession: false });
+    const app = await inspectRayServeApp({ python: PYTHON, codeDir: probe.dir, entry: "probe:app" });
     expect(app.ingress).toBe("Lingering");
-    const pid = await startedPid(pidFile);
-    await expect.poll(() => gone(pid), { timeout: 10_000, interval: 20 }).toBe(true);
+    await expectAllGone(probe);
   });
 
   it("kills what the module started when the import times out", async () => {
-    const pidFile = join(await tempDir(), "child.pid");
-    const dir = await codeDir(forking(pidFile, "time.sleep(600)"));
+    const probe = await forking("time.sleep(600)", { newSession: false });
     const err = await refusal(
-      inspectRayServeApp({ python: PYTHON, codeDir: dir, entry: "probe:app", timeoutMs: 5000 }),
+      inspectRayServeApp({ python: PYTHON, codeDir: probe.dir, entry: "probe:app", timeoutMs: 5000 }),
     );
-    expect(err.message).toContain("did not finish");
-    const pid = await startedPid(pidFile);
-    await expect.poll(() => gone(pid), { timeout: 10_000, interval: 20 }).toBe(true);
+    expect(err.message).toContain("did not finish within 5 s");
+    await expectAllGone(probe);
+  });
+
+  it.skipIf(!pidIsolationAvailable())(
+    "kills what the module started in a session of its own once the import finished",
+    async () => {
+      const probe = await forking(deployable, { newSession: true });
+      const app = await inspectRayServeApp({ python: PYTHON, codeDir: probe.dir, entry: "probe:app" });
+      expect(app.ingress).toBe("Lingering");
+      await expectAllGone(probe);
+    },
+  );
+
+  it.skipIf(!pidIsolationAvailable())(
+    "kills what the module started in a session of its own when the import times out",
+    async () => {
+      const probe = await forking("time.sleep(600)", { newSession: true });
+      const err = await refusal(
+        inspectRayServeApp({ python: PYTHON, codeDir: probe.dir, entry: "probe:app", timeoutMs: 5000 }),
+      );
+      expect(err.message).toContain("did not finish within 5 s");
+      await expectAllGone(probe);
+    },
+  );
+
+  it.skipIf(!pidIsolationAvailable() || process.getuid?.() !== 0)(
+    "kills what an unprivileged import started when the import itself left the group and timed out",
+    async () => {
+      // setuid clears unshare's --kill-child death signal: the group kill must reach the namespace.
+      const probe = await forking("time.sleep(600)", { newSession: true, leaveGroup: true });
+      const err = await refusal(
+        inspectRayServeApp({
+          python: PYTHON,
+          codeDir: probe.dir,
+          entry: "probe:app",
+          timeoutMs: 5000,
+          uid: 65534,
+        }),
+      );
+      expect(err.message).toContain("did not finish within 5 s");
+      await expectAllGone(probe);
+    },
+  );
+
+  it("reports an inspector killed by a signal as such", async () => {
+    // In a PID namespace python is not the namespace's init, so the signal kills it as anywhere.
+    const dir = await codeDir("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n");
+    const err = await refusal(inspectRayServeApp({ python: PYTHON, codeDir: dir, entry: "probe:app" }));
+    expect(err.details).toMatchObject({ reason: "INSPECT_FAILED" });
+    expect(err.message).toBe("the inspector was killed by SIGKILL");
   });
 
   it.skipIf(!networkIsolationAvailable())("gives tenant code no network", async () => {
