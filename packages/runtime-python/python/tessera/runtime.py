@@ -744,13 +744,20 @@ def main() -> None:
     except ValueError as e:
         log.error("invalid runtime environment", error=str(e))
         sys.exit(2)
+    # Not asyncio.run: its teardown cancels every task and waits for them, and a task that does not
+    # end on cancellation (tenant code swallowing CancelledError, or asyncio.wait_for in 3.11
+    # swallowing a cancel that races a request arriving on a keep-alive connection) would keep a
+    # stopped or failed replica alive for its keep-alive timeout or forever. Once main_async is done
+    # the process has nothing left to do.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
-        code = asyncio.run(main_async(settings, log))
+        code = loop.run_until_complete(main_async(settings, log))
     except OSError as e:
         log.error("cannot listen", error=str(e))
         code = 1
     sys.stdout.flush()
-    # os._exit: a handler's stray non-daemon thread must not keep a stopped replica alive.
+    # os._exit: a handler's stray non-daemon thread must not keep a stopped replica alive either.
     os._exit(code)
 
 

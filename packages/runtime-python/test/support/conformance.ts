@@ -296,6 +296,14 @@ export function runtimeConformance(runtime: RuntimeUnderTest): void {
       expect(r.logs.map((l) => l.msg)).toEqual(expect.arrayContaining(["draining", "drained", "stopped"]));
     });
 
+    it("exits after draining even when handler code left background work that will not stop", async () => {
+      const r = await start();
+      expect((await send(r.url, "/linger", { body: {} })).json()).toEqual({ lingering: true });
+      r.proc.kill("SIGTERM");
+      expect(await r.exited).toBe(0);
+      expect(r.logs.map((l) => l.msg)).toEqual(expect.arrayContaining(["drained", "stopped"]));
+    });
+
     it("exits non-zero, with the error logged, when the constructor fails", async () => {
       const r = await start("Broken", undefined, false);
       expect(await r.exited).not.toBe(0);
