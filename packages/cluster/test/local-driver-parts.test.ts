@@ -204,13 +204,15 @@ describe("port slots", () => {
 
 describe("pickPort", () => {
   it("keeps a restarting replica's port, else goes round-robin from the cursor, skipping taken ports", async () => {
-    const range = { from: 40_100, to: 40_104 };
-    expect(await pickPort(range, new Set(), 40_102)).toBe(40_102);
-    expect(await pickPort(range, new Set(), undefined, 40_103)).toBe(40_103);
-    expect(await pickPort(range, new Set([40_104]), undefined, 40_104)).toBe(40_100); // wraps
-    expect(await pickPort(range, new Set(), undefined, 40_105)).toBe(40_100); // cursor past the end
-    expect(await pickPort(range, new Set([40_100, 40_101]), undefined)).toBe(40_102);
-    const all = new Set([40_100, 40_101, 40_102, 40_103, 40_104]);
+    // Below the kernel's ephemeral range (32768+), where outgoing connections of this machine
+    // could hold a port for a moment, and above the ranges test stacks claim (20000-29999).
+    const range = { from: 31_100, to: 31_104 };
+    expect(await pickPort(range, new Set(), 31_102)).toBe(31_102);
+    expect(await pickPort(range, new Set(), undefined, 31_103)).toBe(31_103);
+    expect(await pickPort(range, new Set([31_104]), undefined, 31_104)).toBe(31_100); // wraps
+    expect(await pickPort(range, new Set(), undefined, 31_105)).toBe(31_100); // cursor past the end
+    expect(await pickPort(range, new Set([31_100, 31_101]), undefined)).toBe(31_102);
+    const all = new Set([31_100, 31_101, 31_102, 31_103, 31_104]);
     await expect(pickPort(range, all)).rejects.toMatchObject({ code: "OVERLOADED" });
   });
 

@@ -133,10 +133,12 @@ async function dedupe(address: string) {
 
 describe("LocalDriver with real python and node replicas", () => {
   const dataDir = mkdtempSync(join(tmpdir(), "tessera-local-driver-"));
+  // Ports below the kernel's ephemeral range (32768+) and above the ranges full-stack test
+  // processes claim (20000-29999).
   const driverConfig = {
     dataDir,
-    portRangeFrom: 38_000,
-    portRangeTo: 38_099,
+    portRangeFrom: 30_000,
+    portRangeTo: 30_099,
     portsPerCluster: 20,
     drainTimeoutS: 5,
     restartBackoffMs: 100,
@@ -193,8 +195,8 @@ describe("LocalDriver with real python and node replicas", () => {
     const b = await driver.provisionCluster(clusterSpec(CLUSTER_B));
     const again = await driver.provisionCluster(clusterSpec(CLUSTER_A));
     const range = (p: typeof a) => p.state.portRange as { from: number; to: number };
-    expect(range(a)).toEqual({ from: 38_000, to: 38_019 });
-    expect(range(b)).toEqual({ from: 38_020, to: 38_039 });
+    expect(range(a)).toEqual({ from: 30_000, to: 30_019 });
+    expect(range(b)).toEqual({ from: 30_020, to: 30_039 });
     expect(range(again)).toEqual(range(a));
     expect(a.state.directory).toBe(join(dataDir, "clusters", CLUSTER_A));
     expect(existsSync(join(dataDir, "clusters", CLUSTER_B, "cluster.json"))).toBe(true);
@@ -212,7 +214,7 @@ describe("LocalDriver with real python and node replicas", () => {
   it("runs the python example: starting, then ready once /-/ready answers; logs reach onLog", async () => {
     const first = await driver.startReplica(python(CLUSTER_A, "py-1"));
     expect(first.phase).toBe("starting");
-    expect(first.address).toMatch(/^http:\/\/127\.0\.0\.1:380(0\d|1\d)$/);
+    expect(first.address).toMatch(/^http:\/\/127\.0\.0\.1:300(0\d|1\d)$/);
     const ready = await waitPhase("py-1", "ready");
     expect(await dedupe(ready.address as string)).toEqual({
       status: 200,
@@ -573,8 +575,8 @@ describe.skipIf(!canSwitchUsers)("LocalDriver with per-cluster users (runAsUid)"
     driver = new LocalDriver({
       driverConfig: {
         dataDir,
-        portRangeFrom: 38_100,
-        portRangeTo: 38_139,
+        portRangeFrom: 30_100,
+        portRangeTo: 30_139,
         portsPerCluster: 20,
         python: "/usr/bin/python3",
         runAsUid: 61_000,
