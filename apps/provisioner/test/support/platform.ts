@@ -1,8 +1,13 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createCaller, createSession, signUp } from "@tessera/api";
-import type { ClusterDriver } from "@tessera/cluster";
+import {
+  type ClusterDriver,
+  isSameProcessAlive,
+  type ProcessIdentity,
+  processIdentity,
+} from "@tessera/cluster";
 import { redisKeys } from "@tessera/core";
 import { createTestDatabase, type TestDatabase, testRedisPrefix } from "@tessera/db/testing";
 import { BullJobQueue, createRedisNotifier } from "@tessera/jobs";
@@ -106,25 +111,25 @@ let claimedPortRange: { portRangeFrom: number; portRangeTo: number } | undefined
  * Replica ports of this test process's local drivers, claimed machine-wide. Drivers share out
  * ports only within one data directory, and test files run side by side (and whole test runs may
  * too): with a range of its own, one file's gateway can never reach another file's replica (or its
- * port check) through a stale routing table. A claim is a file naming the claiming pid; a dead
- * pid's claim is taken over.
+ * port check) through a stale routing table. A claim is a file naming the claiming process (pid and
+ * start time, so a recycled pid does not hold it); a claim whose process is gone is taken over.
  */
 function claimTestPortRange(): { portRangeFrom: number; portRangeTo: number } {
   if (claimedPortRange) return claimedPortRange;
   const dir = join(tmpdir(), "tessera-test-port-ranges");
   mkdirSync(dir, { recursive: true });
+  const me = JSON.stringify(processIdentity(process.pid));
   for (let i = 0; i < PORT_RANGES; i++) {
     const file = join(dir, String(i));
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
-        writeFileSync(file, String(process.pid), { flag: "wx" });
+        writeFileSync(file, me, { flag: "wx" });
         const portRangeFrom = 20_000 + i * PORT_RANGE_SIZE;
         claimedPortRange = { portRangeFrom, portRangeTo: portRangeFrom + PORT_RANGE_SIZE - 1 };
         return claimedPortRange;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-        const owner = Number(readFileSync(file, "utf8"));
-        if (owner === process.pid || isAlive(owner)) break;
+        if (claimHolderAlive(file)) break;
         rmSync(file, { force: true });
       }
     }
@@ -132,13 +137,16 @@ function claimTestPortRange(): { portRangeFrom: number; portRangeTo: number } {
   throw new Error(`all ${PORT_RANGES} test port ranges are claimed by running processes (see ${dir})`);
 }
 
-function isAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
+function claimHolderAlive(file: string): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    return isSameProcessAlive(JSON.parse(readFileSync(file, "utf8")) as ProcessIdentity);
+  } catch {
+    // Empty while its creator is still writing it; otherwise a leftover of another format.
+    try {
+      return Date.now() - statSync(file).mtimeMs < 10_000;
+    } catch {
+      return false;
+    }
   }
 }
 

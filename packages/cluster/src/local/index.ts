@@ -6,5 +6,5 @@ export {
   type ReplicaLogLine,
   type ReplicaLogStream,
 } from "./logs.js";
-export type { ProcessIdentity } from "./processes.js";
+export { isSameProcessAlive, type ProcessIdentity, processIdentity } from "./processes.js";
 export { DEFAULT_LOCAL_SETTINGS, type LocalDriverSettings, localDriverSettings } from "./settings.js";
